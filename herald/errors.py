@@ -1,0 +1,9 @@
+"""Errors a user can act on: the CLI prints them as one line, never a traceback."""
+
+
+class HeraldError(Exception):
+    """A failure with a message that says what is wrong and what to do."""
+
+
+class ServiceUnavailable(HeraldError):
+    """Kafka or ClickHouse cannot be reached (callers retry with backoff)."""

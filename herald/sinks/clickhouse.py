@@ -200,8 +200,9 @@ def _group_by_missing_defaults(
 
 def _converter(type_name: str) -> Convert:
     """A function turning one column of JSON-like values into what the type's writer takes."""
-    nullable = type_name.startswith("Nullable(")
-    inner = _unwrap(_unwrap(type_name, "Nullable"), "LowCardinality")
+    inner = _unwrap(type_name, "LowCardinality")  # LowCardinality(Nullable(T)) is nullable too
+    nullable = inner.startswith("Nullable(")
+    inner = _unwrap(inner, "Nullable")
     native, to_native, zero = _scalar(inner)
     default = None if nullable else zero
 

@@ -1,0 +1,204 @@
+"""Herald's Kafka topics and the admin calls that create them and wait for them to be usable.
+
+Every client takes its connection arguments from `Settings.kafka_client_kwargs()`, so the same
+code works against the local broker and a secured remote cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+from herald import topics
+from herald.config import Settings
+from herald.errors import HeraldError, ServiceUnavailable
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+INPUT_RETENTION_MS = 7 * DAY_MS
+# One attempt never waits longer than this, so a deadline is checked often enough.
+ATTEMPT_TIMEOUT_S = 5.0
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def herald_topics(settings: Settings) -> dict[str, TopicSpec]:
+    """Every topic Herald reads or writes, with its partitions and per-topic config."""
+    n = settings.partitions
+    # Input data is stamped by the broker's clock of the producer (CreateTime); retention is
+    # explicit so a broker with another default does not silently drop replays (FACTS).
+    inputs = {"retention.ms": str(INPUT_RETENTION_MS), "message.timestamp.type": "CreateTime"}
+    # The changelog must outlive the dedup horizon, or a restored shard forgets event ids.
+    changelog_ms = max(settings.dedup_horizon_s * 1000 + HOUR_MS, 2 * DAY_MS)
+    specs = {name: TopicSpec(n, dict(inputs)) for name in topics.INPUT_TOPICS}
+    specs[topics.EVENTS] = TopicSpec(settings.shards, {"retention.ms": str(INPUT_RETENTION_MS)})
+    specs[topics.CHANGELOG] = TopicSpec(
+        settings.shards, {"retention.ms": str(changelog_ms), "cleanup.policy": "delete"}
+    )
+    for name in (
+        topics.AGGREGATES,
+        topics.INVALID,
+        topics.RETRIES,
+        topics.DEADLETTER,
+        topics.ESCALATIONS,
+    ):
+        specs[name] = TopicSpec(n)
+    return specs
+
+
+async def wait_for_broker(
+    settings: Settings, timeout_s: float = 30.0, check: Callable[[], None] | None = None
+) -> None:
+    """Return once a metadata request lists at least one broker.
+
+    `check` runs before every attempt and may raise to give up early (e.g. the local broker's
+    process died). Raises ServiceUnavailable (one line) when the deadline passes.
+    """
+    deadline = time.monotonic() + timeout_s
+    hosts = _hosts(settings.kafka_bootstrap)
+    reason = "no attempt made"
+    while True:
+        if check is not None:
+            check()
+        attempt_s = min(ATTEMPT_TIMEOUT_S, max(deadline - time.monotonic(), 1.0))
+        try:
+            await asyncio.wait_for(_cluster_brokers(settings, hosts), attempt_s)
+            return
+        except (KafkaError, OSError, TimeoutError, HeraldError) as exc:
+            reason = _reason(exc)
+        if time.monotonic() >= deadline:
+            raise ServiceUnavailable(
+                f"Kafka at {settings.kafka_bootstrap} is unreachable: {reason} "
+                "(start it with `herald kafka start`)"
+            )
+        await asyncio.sleep(POLL_S)
+
+
+async def ensure_topics(
+    settings: Settings, specs: dict[str, TopicSpec], timeout_s: float = 30.0
+) -> None:
+    """Create the missing topics of `specs`, then wait until every partition has a leader."""
+    deadline = time.monotonic() + timeout_s
+    await wait_for_broker(settings, timeout_s)
+    async with _admin(settings) as admin:
+        existing = set(await admin.list_topics())
+        missing = {name: spec for name, spec in specs.items() if name not in existing}
+        if missing:
+            brokers = (await admin.describe_cluster())["brokers"]
+            await _create(admin, missing, replication=min(3, len(brokers)))
+        await _wait_for_leaders(admin, specs, deadline)
+
+
+async def _cluster_brokers(settings: Settings, hosts: list[tuple[str, int]]) -> list[Any]:
+    # A plain TCP connect first: while nothing listens, aiokafka would log an ERROR line for
+    # every attempt, and its message ("Unable to bootstrap from [...]") hides the real cause.
+    await _any_host_accepts(hosts)
+    async with _admin(settings) as admin:
+        brokers: list[Any] = (await admin.describe_cluster())["brokers"]
+    if not brokers:
+        raise HeraldError("the cluster lists no brokers yet")
+    return brokers
+
+
+async def _any_host_accepts(hosts: list[tuple[str, int]]) -> None:
+    error = OSError("no bootstrap server")
+    for host, port in hosts:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            error = exc
+            continue
+        writer.close()
+        with suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise error
+
+
+def _hosts(bootstrap: str) -> list[tuple[str, int]]:
+    """`host:port,[v6]:port` as (host, port) pairs."""
+    hosts = []
+    for server in filter(None, (s.strip() for s in bootstrap.split(","))):
+        host, _, port = server.rpartition(":")
+        if not port.isdigit():
+            raise HeraldError(f"Kafka bootstrap {bootstrap!r} is not host:port[,host:port...]")
+        hosts.append((host.strip("[]") or "localhost", int(port)))
+    if not hosts:
+        raise HeraldError("the Kafka bootstrap servers are empty (HERALD_KAFKA_BOOTSTRAP)")
+    return hosts
+
+
+@asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(
+        **settings.kafka_client_kwargs(), request_timeout_ms=int(ATTEMPT_TIMEOUT_S * 1000)
+    )
+    try:
+        await admin.start()
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def _create(
+    admin: AIOKafkaAdminClient, specs: dict[str, TopicSpec], replication: int
+) -> None:
+    new = [
+        NewTopic(name, s.partitions, replication, topic_configs=s.config)
+        for name, s in specs.items()
+    ]
+    response = await admin.create_topics(new)
+    for result in response.to_object()["topic_errors"]:
+        code = result["error_code"]
+        # A concurrent caller (another worker, the CLI) may have created it first: that's fine.
+        if code in (0, TopicAlreadyExistsError.errno):
+            continue
+        raise HeraldError(
+            f"cannot create Kafka topic {result['topic']}: {for_code(code).__name__}: "
+            f"{result.get('error_message') or ''}".rstrip(": ")
+        )
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, specs: dict[str, TopicSpec], deadline: float
+) -> None:
+    # Right after a (re)start the broker answers metadata before each partition has a leader,
+    # and producers then see NOT_LEADER_FOR_PARTITION (FACTS).
+    while True:
+        described = await admin.describe_topics(list(specs))
+        waiting = [t["topic"] for t in described if not _has_leaders(t)]
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            raise ServiceUnavailable(
+                f"Kafka topics without a partition leader: {', '.join(sorted(waiting))}"
+            )
+        await asyncio.sleep(POLL_S)
+
+
+def _has_leaders(topic: dict[str, Any]) -> bool:
+    partitions = topic["partitions"]
+    return (
+        topic["error_code"] == 0
+        and bool(partitions)
+        and all(p["error_code"] == 0 and p["leader"] >= 0 for p in partitions)
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {ATTEMPT_TIMEOUT_S:g} s"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

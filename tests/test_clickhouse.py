@@ -16,7 +16,7 @@ from clickhouse_connect.driver import Client
 from herald.errors import HeraldError, ServiceUnavailable
 from herald.sinks.clickhouse import connect, insert
 from herald.sinks.migrations import MIGRATIONS, migrate
-from herald.sinks.schema import COUNTERS, hist_bucket
+from herald.sinks.schema import COUNTERS
 
 T0_S = 1_795_000_000  # a minute boundary, epoch seconds
 T0_MS = T0_S * 1000
@@ -302,6 +302,11 @@ def test_rates_and_percentiles_are_null_when_undefined(ch: Client) -> None:
     nullable += ["delivery_latency_p95_ms", "delivery_latency_p99_ms", "time_to_read_p50_s"]
     for row in [*got, region]:
         assert {c: row[c] for c in nullable} == dict.fromkeys(nullable)
+
+
+def hist_bucket(ms: float) -> int:
+    """The contract's bucket (SPEC: floor(log2(max(ms, 1)) * 8)), restated as the oracle."""
+    return math.floor(math.log2(max(ms, 1.0)) * 8)
 
 
 def exact_percentile(values: list[float], q: float) -> float:

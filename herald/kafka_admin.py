@@ -37,8 +37,8 @@ class TopicSpec:
 def herald_topics(settings: Settings) -> dict[str, TopicSpec]:
     """Every topic Herald reads or writes, with its partitions and per-topic config."""
     n = settings.partitions
-    # Input data is stamped by the broker's clock of the producer (CreateTime); retention is
-    # explicit so a broker with another default does not silently drop replays (FACTS).
+    # Input records keep the producer's timestamp (CreateTime), and retention is explicit so a
+    # broker with another default does not silently keep or drop them.
     inputs = {"retention.ms": str(INPUT_RETENTION_MS), "message.timestamp.type": "CreateTime"}
     # The changelog must outlive the dedup horizon, or a restored shard forgets event ids.
     changelog_ms = max(settings.dedup_horizon_s * 1000 + HOUR_MS, 2 * DAY_MS)

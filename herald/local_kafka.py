@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -110,7 +110,11 @@ def ensure_jars(progress: Progress | None = None) -> Path:
 def start(
     data_dir: Path, port: int = 9092, timeout_s: float = 90, progress: Progress | None = None
 ) -> Broker:
-    """Start this data dir's broker on 127.0.0.1:`port` (or return it if it already runs)."""
+    """Start this data dir's broker on 127.0.0.1:`port`, or return it if it already runs.
+
+    The first call on a machine fetches the jars (`ensure_jars`); `timeout_s` bounds the wait
+    for the started broker to answer a metadata request.
+    """
     kdir = data_dir.expanduser().resolve() / "kafka"
     kdir.mkdir(parents=True, exist_ok=True)
     with _locked(kdir / "start.lock"):
@@ -129,10 +133,12 @@ def stop(data_dir: Path, timeout_s: float = 30) -> bool:
     kdir = data_dir.expanduser().resolve() / "kafka"
     pid = _running_pid(kdir)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(kdir, timeout_s):
-            os.kill(pid, signal.SIGKILL)
-            _wait_gone(kdir, 10)
+        # It may exit by itself between the check and a signal: then there is nothing to do.
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(kdir, timeout_s):
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(kdir, 10)
     (kdir / "kafka.pid").unlink(missing_ok=True)
     return pid is not None
 

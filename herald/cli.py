@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -31,9 +33,182 @@ def one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(epilog=describe(), context_settings={"max_content_width": 120})
+@click.group(epilog="\b\n" + describe(), context_settings={"max_content_width": 120})
 @click.version_option(package_name="herald")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Herald: exact, fast stream analytics for broadcast notifications."""
     ctx.obj = Settings()
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+def _say(line: str) -> None:
+    click.echo(f"  {line}", err=True)
+
+
+# -- local Kafka -----------------------------------------------------------------------------
+
+
+@main.group()
+def kafka() -> None:
+    """The local single-node KRaft broker (jars from Maven Central, cached once)."""
+
+
+@kafka.command("start")
+@click.pass_context
+@one_line_errors
+def kafka_start(ctx: click.Context) -> None:
+    """Start the broker on 127.0.0.1:HERALD_KAFKA_PORT (idempotent)."""
+    from herald import local_kafka
+
+    settings = _settings(ctx)
+    broker = local_kafka.start(settings.data_path, settings.kafka_port, progress=_say)
+    state = "already running" if broker.already_running else "started"
+    click.echo(f"Kafka {state} at {broker.bootstrap} (pid {broker.pid}, log {broker.log_path})")
+
+
+@kafka.command("stop")
+@click.pass_context
+@one_line_errors
+def kafka_stop(ctx: click.Context) -> None:
+    """Stop the broker of this data dir."""
+    from herald import local_kafka
+
+    stopped = local_kafka.stop(_settings(ctx).data_path)
+    click.echo("Kafka stopped" if stopped else "Kafka was not running")
+
+
+@kafka.command("status")
+@click.pass_context
+@one_line_errors
+def kafka_status(ctx: click.Context) -> None:
+    """Say whether the broker runs and answers."""
+    from herald import local_kafka
+
+    settings = _settings(ctx)
+    click.echo(local_kafka.status(settings.data_path, settings.kafka_port))
+
+
+# -- ClickHouse ------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """The ClickHouse schema."""
+
+
+@db.command("migrate")
+@click.pass_context
+@one_line_errors
+def db_migrate(ctx: click.Context) -> None:
+    """Create or upgrade the schema (idempotent, versioned)."""
+    from herald.sinks import clickhouse, migrations
+
+    settings = _settings(ctx)
+    client = clickhouse.connect(settings.dsn)
+    try:
+        done = migrations.migrate(client, settings.raw_ttl_days)
+    finally:
+        client.close()
+    click.echo("\n".join(done) if done else "schema is up to date")
+
+
+@main.command()
+@click.argument("sql")
+@click.pass_context
+@one_line_errors
+def query(ctx: click.Context, sql: str) -> None:
+    """Run SQL on ClickHouse (through the running `herald run` in embedded mode)."""
+    from herald.query import run_query
+
+    click.echo(run_query(_settings(ctx), sql), nl=False)
+
+
+# -- stream processing -----------------------------------------------------------------------
+
+
+def _run_role(settings: Settings, role: str) -> None:
+    from herald.worker import run_worker
+
+    run_worker(settings, role)
+
+
+@main.command()
+@click.pass_context
+@one_line_errors
+def run(ctx: click.Context) -> None:
+    """Worker and sink in one process (the embedded default)."""
+    _run_role(_settings(ctx), "run")
+
+
+@main.command()
+@click.pass_context
+@one_line_errors
+def worker(ctx: click.Context) -> None:
+    """Ingest and aggregation shards (scale out by partitions)."""
+    _run_role(_settings(ctx), "worker")
+
+
+@main.command()
+@click.pass_context
+@one_line_errors
+def sink(ctx: click.Context) -> None:
+    """Write aggregates, raw and invalid events into ClickHouse."""
+    _run_role(_settings(ctx), "sink")
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+@one_line_errors
+def produce(ctx: click.Context, files: tuple[Path, ...]) -> None:
+    """Replay NDJSON lines {"topic": T, "key": K?, "value": V} into Kafka."""
+    from herald.produce import produce_files
+
+    sent = asyncio.run(produce_files(_settings(ctx), list(files), progress=_say))
+    click.echo(f"{sent} messages produced")
+
+
+@main.command()
+@click.option("--rate", default=500.0, show_default=True, help="messages per second")
+@click.option("--duration", default=60.0, show_default=True, help="seconds")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--tenants", default=3, show_default=True)
+@click.option("--invalid", default=20, show_default=True, help="invalid messages per scenario")
+@click.pass_context
+@one_line_errors
+def simulate(
+    ctx: click.Context, rate: float, duration: float, seed: int, tenants: int, invalid: int
+) -> None:
+    """Realistic live load: tenants, regions, channels, offline users, failures, late events."""
+    from herald.simulate import Scenario, run_live
+
+    scenario = Scenario(seed=seed, tenants=tenants, invalid=invalid)
+    counts = asyncio.run(run_live(_settings(ctx), rate, duration, _say, scenario))
+    click.echo(" ".join(f"{topic}={n}" for topic, n in sorted(counts.items())))
+
+
+# -- contracts -------------------------------------------------------------------------------
+
+
+@main.group()
+def schema() -> None:
+    """The input event contracts."""
+
+
+@schema.command("export")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="write <topic>.schema.json files here instead of printing")  # fmt: skip
+@one_line_errors
+def schema_export(out: Path | None) -> None:
+    """JSON Schema of the three input topics."""
+    from herald.contracts import export_schemas
+
+    click.echo(export_schemas(out))

@@ -379,7 +379,7 @@ def _locked(path: Path) -> Iterator[None]:
 def _local_settings(bootstrap: str) -> Settings:
     # The local broker is always plain text, whatever security the environment configures.
     # The ignore: mypy does not see Field() defaults until pyproject enables pydantic.mypy.
-    return Settings(  # type: ignore[call-arg]
+    return Settings(
         kafka_bootstrap=bootstrap, kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism=None
     )
 

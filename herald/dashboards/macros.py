@@ -271,8 +271,7 @@ _MACROS: dict[str, Callable[[QueryContext, list[str]], str]] = {
         f" AND {args[0]} <= fromUnixTimestamp64Milli({_millis(ctx.end)})"
     ),
     "dateFilter": lambda ctx, args: (
-        f"{_one_arg('dateFilter', args)} >= {_date(ctx.start)} AND "
-        f"{args[0]} <= {_date(ctx.end)}"
+        f"{_one_arg('dateFilter', args)} >= {_date(ctx.start)} AND {args[0]} <= {_date(ctx.end)}"
     ),
     "dateTimeFilter": _date_time_filter,
     "dt": _date_time_filter,

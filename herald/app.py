@@ -1,0 +1,134 @@
+"""The Faust application: worker lifecycle, web, and Herald's batch services.
+
+Roles: `worker` (ingest + aggregation shards), `sink` (ClickHouse writer), `run` (both, the
+embedded default: chDB allows one process per data directory, so the process that writes it
+also answers `herald query` through the `/query` page of Faust's web server).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+import mode
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from herald import kafka_admin, kafka_io, topics
+from herald.config import Settings
+from herald.sinks import migrations
+from herald.sinks.service import ClickHouseWriter, SinkService
+from herald.stats import PipelineStats
+from herald.streams.aggregate import ShardService, pack_rows
+from herald.streams.ingest import IngestService
+from herald.streams.service import LoopService
+
+log = logging.getLogger(__name__)
+ROLES = {"worker": ("ingest", "shards"), "sink": ("sink",), "run": ("ingest", "shards", "sink")}
+STATS_INTERVAL_S = 5.0
+
+
+class Pipeline(mode.Service):
+    """Owns the shared producer and the batch services of this process's role."""
+
+    def __init__(self, settings: Settings, role: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.role = role
+        self._producer: AIOKafkaProducer | None = None  # needs the running loop: made at start
+        self.stats = PipelineStats(role)
+        self.writer = ClickHouseWriter(settings.dsn) if "sink" in ROLES[role] else None
+        self.loops: list[LoopService] = []
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, "producer used before the pipeline started"
+        return self._producer
+
+    def _make_loops(self) -> list[LoopService]:
+        common = {"settings": self.settings, "producer": self.producer, "stats": self.stats}
+        loops: list[LoopService] = []
+        parts = ROLES[self.role]
+        if "ingest" in parts:
+            loops.append(IngestService(**common, loop=self.loop, beacon=self.beacon))
+        if "shards" in parts:
+            loops.append(ShardService(**common, loop=self.loop, beacon=self.beacon))
+        if self.writer is not None:
+            loops.append(SinkService(**common, writer=self.writer, loop=self.loop,
+                                     beacon=self.beacon))  # fmt: skip
+        return loops
+
+    async def on_start(self) -> None:
+        await kafka_admin.ensure_topics(self.settings, kafka_admin.herald_topics(self.settings))
+        if self.writer is not None:
+            await self.writer.run(migrations.migrate, self.settings.raw_ttl_days)
+        self._producer = kafka_io.producer(self.settings)
+        await self.producer.start()
+        self.loops = self._make_loops()
+        for loop_service in self.loops:
+            await self.add_runtime_dependency(loop_service)
+
+    async def on_stop(self) -> None:
+        for loop_service in reversed(self.loops):
+            await loop_service.stop()
+        if self._producer is not None:
+            await self._publish_stats()
+            await self._producer.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+    @mode.Service.task
+    async def _stats_timer(self) -> None:
+        while not self.should_stop:
+            await self.sleep(STATS_INTERVAL_S)
+            await self._publish_stats()
+
+    async def _publish_stats(self) -> None:
+        rows = self.stats.take_rows()
+        if rows:
+            for message in pack_rows({"pipeline_stats_1m": rows}):
+                await self.producer.send_and_wait(topics.AGGREGATES, message)
+
+
+def create_app(settings: Settings, role: str) -> faust.App:
+    """A Faust app running Herald's `role` (worker, sink or run)."""
+    (settings.data_path / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"{settings.group_prefix}-{role}",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        datadir=str(settings.data_path / "faust" / role),
+        store="rocksdict://",
+        web_port=settings.web_port,
+        web_bind="127.0.0.1",
+        web_enabled=True,
+        topic_replication_factor=1,
+    )
+    pipeline = Pipeline(settings, role)
+    app.service(pipeline)  # type: ignore[arg-type]  # Faust accepts instances too
+    _add_pages(app, pipeline)
+    return app
+
+
+def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
+    @app.page("/health")
+    async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.json({"role": pipeline.role, "ok": True})
+
+    @app.page("/query")
+    class Query(faust.web.View):
+        """POST SQL, get ClickHouse's answer in the format the SQL names."""
+
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            if pipeline.writer is None:
+                return self.error(404, "this process does not hold ClickHouse")
+            sql = (await self.read_request_content(request)).decode()
+            try:
+                result = await pipeline.writer.run(_raw_query, sql)
+            except Exception as exc:  # the analyst's SQL error, sent back as one line
+                return self.bytes(orjson.dumps({"error": str(exc).splitlines()[0]}), status=400)
+            return self.bytes(result, content_type="application/octet-stream")
+
+
+def _raw_query(client: Any, sql: str) -> bytes:
+    return bytes(client.raw_query(sql))

@@ -1,0 +1,1 @@
+"""`herald bench`: Herald's throughput and freshness against baselines run on the same data."""

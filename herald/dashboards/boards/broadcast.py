@@ -1,0 +1,100 @@
+"""2. Broadcast drill-down: funnel, channels, latency and time to read, poll answers."""
+
+from herald.dashboards.boards.common import (
+    BROADCAST,
+    BROADCAST_VAR,
+    BUCKET,
+    ESCALATION_ANNOTATION,
+    LATENCY_LEVELS,
+    READ_LEVELS,
+    TENANT,
+    TENANT_VAR,
+    WINDOWS,
+    hist_percentiles,
+)
+from herald.dashboards.model import Dashboard, Panel
+
+_STATS = f"FROM broadcast_stats_1m FINAL WHERE {WINDOWS} AND {TENANT} AND {BROADCAST}"
+_RAW = f"FROM events_raw FINAL WHERE $__timeFilter(occurred_at) AND {TENANT} AND {BROADCAST}"
+_FUNNEL = ("queued", "delivered", "received", "read", "clicked", "responded")
+
+BROADCAST_DRILLDOWN = Dashboard(
+    uid="herald-broadcast",
+    title="Herald / Broadcast drill-down",
+    description="One broadcast (or a selection): funnel, channels, latency, time to read, polls.",
+    variables=(TENANT_VAR, BROADCAST_VAR),
+    annotations=(ESCALATION_ANNOTATION,),
+    panels=(
+        Panel(
+            "Funnel",
+            "barchart",
+            "SELECT stage, users FROM ("
+            f"SELECT {', '.join(f'sum({c}) AS {c}' for c in _FUNNEL)} {_STATS})"
+            f" ARRAY JOIN {list(_FUNNEL)} AS stage, [{', '.join(_FUNNEL)}] AS users",
+            height=9,
+            description="queued → delivered → received → read → clicked / responded",
+            options={"xField": "stage"},
+        ),
+        Panel(
+            "Broadcast",
+            "table",
+            "SELECT broadcast_id, title, status, priority, arrayStringConcat(channels, ', ')"
+            " AS channels, target_count, delivered, read, round(delivery_rate, 4)"
+            " AS delivery_rate, round(read_rate, 4) AS read_rate,"
+            " round(failure_rate, 4) AS failure_rate, sent_at, completed_at"
+            f" FROM broadcast_summary WHERE {TENANT} AND {BROADCAST}"
+            " AND (tenant_id, broadcast_id) IN (SELECT tenant_id, broadcast_id"
+            f" FROM broadcast_stats_1m WHERE {WINDOWS} AND {TENANT} AND {BROADCAST})"
+            " ORDER BY sent_at DESC NULLS LAST LIMIT 100",
+            height=9,
+            description="Lifetime totals and rates (view broadcast_summary).",
+        ),
+        Panel(
+            "By channel",
+            "barchart",
+            "SELECT channel, countIf(type = 'delivered') AS delivered,"
+            " countIf(type = 'failed') AS failed, countIf(type = 'pending') AS pending,"
+            " countIf(type = 'read') AS read"
+            f" {_RAW} AND channel != '' GROUP BY channel ORDER BY channel",
+            options={"xField": "channel"},
+        ),
+        Panel(
+            "Delivered and read per minute",
+            "timeseries",
+            f"SELECT {BUCKET}, sum(delivered) * 60 / $__interval_s AS delivered,"
+            " sum(read) * 60 / $__interval_s AS read, sum(failed) * 60 / $__interval_s AS failed"
+            f" {_STATS} GROUP BY time ORDER BY time",
+        ),
+        Panel(
+            "Delivery latency percentiles",
+            "timeseries",
+            hist_percentiles("delivery_latency_hist", LATENCY_LEVELS, _STATS, keys=(BUCKET,)),
+            unit="ms",
+        ),
+        Panel(
+            "Delivery latency",
+            "stat",
+            hist_percentiles("delivery_latency_hist", LATENCY_LEVELS, _STATS),
+            width=6,
+            unit="ms",
+        ),
+        Panel(
+            "Time to read",
+            "stat",
+            hist_percentiles("time_to_read_hist", READ_LEVELS, _STATS, scale="/ 1000"),
+            width=6,
+            unit="s",
+            description="Read ack time minus the broadcast's sent time.",
+        ),
+        Panel(
+            "Poll answers and clicks by action",
+            "barchart",
+            "SELECT action_id, countIf(type = 'responded') AS responses,"
+            " countIf(type = 'clicked') AS clicks"
+            f" {_RAW} AND type IN ('responded', 'clicked') AND action_id != ''"
+            " GROUP BY action_id ORDER BY responses + clicks DESC LIMIT 20",
+            width=24,
+            options={"xField": "action_id"},
+        ),
+    ),
+)

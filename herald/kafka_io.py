@@ -1,0 +1,58 @@
+"""aiokafka clients configured once for every Herald role.
+
+Large fetches and requests matter: the hot path moves packed messages of thousands of events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+
+from herald.config import Settings
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **settings.kafka_client_kwargs(),
+        acks="all",
+        linger_ms=5,
+        max_batch_size=1024 * 1024,
+        max_request_size=MAX_MESSAGE_BYTES,
+        request_timeout_ms=30000,
+    )
+
+
+def consumer(
+    settings: Settings,
+    group: str,
+    topics: Iterable[str],
+    listener: ConsumerRebalanceListener | None = None,
+) -> AIOKafkaConsumer:
+    """A group member that commits by hand (after its work is safely done)."""
+    client = AIOKafkaConsumer(
+        **settings.kafka_client_kwargs(),
+        group_id=f"{settings.group_prefix}-{group}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=2000,
+        max_poll_interval_ms=300000,
+    )
+    client.subscribe(list(topics), listener=listener)
+    return client
+
+
+def reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer outside any group, for reading a changelog partition from an offset."""
+    return AIOKafkaConsumer(
+        **settings.kafka_client_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+    )

@@ -1,0 +1,58 @@
+"""`herald query`: SQL against the configured ClickHouse.
+
+In embedded mode the running `herald run` holds chDB (one process per data directory), so the
+SQL goes to its `/query` page; with no such process running, chDB is opened here directly.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+
+import orjson
+
+from herald.config import Settings
+from herald.errors import HeraldError
+from herald.sinks import clickhouse
+
+DEFAULT_FORMAT = "PrettyCompactMonoBlock"
+_HAS_FORMAT = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
+
+
+def with_format(sql: str) -> str:
+    sql = sql.strip().rstrip(";")
+    return sql if _HAS_FORMAT.search(sql) else f"{sql} FORMAT {DEFAULT_FORMAT}"
+
+
+def run_query(settings: Settings, sql: str) -> str:
+    sql = with_format(sql)
+    if settings.embedded_clickhouse:
+        answer = _ask_running_process(settings, sql)
+        if answer is not None:
+            return answer
+    client = clickhouse.connect(settings.dsn)
+    try:
+        return bytes(client.raw_query(sql)).decode()
+    except Exception as exc:
+        raise HeraldError(str(exc).splitlines()[0]) from None
+    finally:
+        client.close()
+
+
+def _ask_running_process(settings: Settings, sql: str) -> str | None:
+    """The answer of the running `herald run`, or None when none listens."""
+    url = f"http://127.0.0.1:{settings.web_port}/query"
+    request = urllib.request.Request(url, data=sql.encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return bytes(response.read()).decode()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            message = orjson.loads(body)["error"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            message = f"HTTP {exc.code} from {url}"
+        raise HeraldError(message) from None
+    except (urllib.error.URLError, ConnectionError):
+        return None

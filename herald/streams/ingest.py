@@ -1,0 +1,167 @@
+"""Ingest: validate input records and route them to aggregation shards.
+
+Valid events are re-keyed by (tenant, broadcast) so that one shard owns everything about a
+broadcast (dedup, windows, lifecycle, time-to-read), and packed many to a Kafka message on
+`herald.events`: producing one message per event would cost more than all the counting.
+Each packed message carries its source partition's watermark, and quiet partitions are
+reported by heartbeats, so watermarks travel through the repartition (SPEC §4).
+
+Delivery into `herald.events` is at-least-once (input offsets are committed after the broker
+acknowledged the packed messages); shards deduplicate by (tenant, event_id), which makes a
+replay harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord, TopicPartition
+
+from herald import topics
+from herald.config import Settings
+from herald.streams.service import LoopService
+from herald.streams.validate import InvalidEvent, check
+
+CHUNK = 2000  # events per packed message: ~700 kB, under Kafka's default 1 MB
+HEARTBEAT_S = 1.0
+
+
+def shard_of(tenant_id: str, broadcast_id: str, shards: int) -> int:
+    return zlib.crc32(f"{tenant_id}\x00{broadcast_id}".encode()) % shards
+
+
+def source_id(topic: str, partition: int) -> str:
+    return f"{topic}/{partition}"
+
+
+def invalid_record(record: ConsumerRecord, error: str) -> dict[str, Any]:
+    """What `herald.invalid` and table `invalid_events` keep of a message that failed checks."""
+    raw: bytes = record.value or b""
+    return {
+        "tenant_id": _tenant_hint(raw),
+        "source_topic": record.topic,
+        "source_partition": record.partition,
+        "source_offset": record.offset,
+        "error": error,
+        "raw": base64.b64encode(raw).decode(),
+        "received_at": int(time.time() * 1000),
+    }
+
+
+def _tenant_hint(raw: bytes) -> str:
+    try:
+        tenant = orjson.loads(raw).get("tenant_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return tenant if isinstance(tenant, str) and len(tenant) <= 64 else ""
+
+
+@dataclass
+class Source:
+    """What ingest knows of one input partition."""
+
+    watermark: int = 0
+    last_record: float = 0.0
+
+
+class Router:
+    """Pure routing: records of one partition in, packed messages per shard and invalids out."""
+
+    def __init__(self, shards: int) -> None:
+        self.shards = shards
+        self.sources: dict[str, Source] = {}
+
+    def route(
+        self, topic: str, partition: int, records: Sequence[ConsumerRecord]
+    ) -> tuple[list[tuple[int, bytes]], list[dict[str, Any]]]:
+        source_name = source_id(topic, partition)
+        source = self.sources.setdefault(source_name, Source())
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        invalid = []
+        watermark = source.watermark
+        for record in records:
+            try:
+                event = check(topic, record.value or b"")
+            except InvalidEvent as exc:
+                invalid.append(invalid_record(record, str(exc)))
+                continue
+            shard = shard_of(event["tenant_id"], event["broadcast_id"], self.shards)
+            by_shard.setdefault(shard, []).append(event)
+            if event["ts"] > watermark:
+                watermark = event["ts"]
+        packed = [
+            (shard, orjson.dumps({"src": source_name, "wm": source.watermark, "ev": chunk}))
+            for shard, events in by_shard.items()
+            for chunk in _chunks(events)
+        ]
+        # Messages carry the watermark from before this batch; the shard advances it per event.
+        source.watermark = watermark
+        source.last_record = time.monotonic()
+        return packed, invalid
+
+    def heartbeat(self, idle: dict[str, bool]) -> bytes:
+        """One message for every shard: each assigned partition's watermark and idleness."""
+        beats = {name: [self.sources.setdefault(name, Source()).watermark, idle[name]]
+                 for name in idle}  # fmt: skip
+        return orjson.dumps({"hb": beats})
+
+
+def _chunks(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    return [events[i : i + CHUNK] for i in range(0, len(events), CHUNK)]
+
+
+class IngestService(LoopService):
+    """Consumes the three input topics in batches and feeds `herald.events`."""
+
+    group = "ingest"
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        self.router = Router(settings.shards)
+        self._last_heartbeat = 0.0
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._last_heartbeat = 0.0  # announce new partitions before their data
+
+    def topics(self) -> Sequence[str]:
+        return topics.INPUT_TOPICS
+
+    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        sends = []
+        # Heartbeats go first: a shard must know every partition before data from any of them
+        # can move its watermark, or a slow partition's events would be judged late.
+        if time.monotonic() - self._last_heartbeat >= HEARTBEAT_S:
+            sends.extend(await self._heartbeat())
+        for tp, records in batches.items():
+            packed, invalid = self.router.route(tp.topic, tp.partition, records)
+            for shard, value in packed:
+                sends.append(await self.producer.send(topics.EVENTS, value, partition=shard))
+            for doc in invalid:
+                key = source_id(tp.topic, tp.partition).encode()
+                sends.append(await self.producer.send(topics.INVALID, orjson.dumps(doc), key=key))
+            self.stats.add(events_in=len(records), invalid=len(invalid))
+        await asyncio.gather(*sends)
+        await self.commit(batches)
+
+    async def _heartbeat(self) -> list[asyncio.Future]:
+        self._last_heartbeat = now = time.monotonic()
+        idle = {}
+        for tp in self.consumer.assignment():
+            source = self.router.sources.setdefault(source_id(tp.topic, tp.partition), Source())
+            caught_up = self.consumer.highwater(tp) == await self.consumer.position(tp)
+            quiet = now - source.last_record >= self.settings.idle_partition_s
+            idle[source_id(tp.topic, tp.partition)] = caught_up and quiet
+        if not idle:
+            return []
+        beat = self.router.heartbeat(idle)
+        return [
+            await self.producer.send(topics.EVENTS, beat, partition=shard)
+            for shard in range(self.settings.shards)
+        ]

@@ -1,0 +1,238 @@
+"""One aggregation shard: a partition of `herald.events` and the state it owns.
+
+`apply` folds a batch of packed messages into the shard's windows and returns the `Change` to
+persist; nothing here does I/O except through the store, so the logic is testable on its own.
+Per batch: one multi-get for dedup, then per event a few dict operations — this is the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from herald.config import RetryPolicy
+from herald.tables import aggregates, lifecycle
+from herald.tables.store import HOUR_MS, OFFSET, WATERMARKS, Change, ShardStore, dedup_key
+from herald.tables.watermarks import Watermarks
+from herald.tables.windows import is_closed, window_start
+from herald.topics import ACKS, BROADCASTS, DELIVERIES
+
+Key = tuple[Any, ...]
+TABLE_WATERMARK = b"mtable_watermark"
+
+
+def encode_key(prefix: bytes, key: Key) -> bytes:
+    return prefix + orjson.dumps(key)
+
+
+class Shard:
+    """In-memory view of a shard's live state, backed by its ShardStore."""
+
+    def __init__(
+        self, shard_id: int, store: ShardStore, grace_s: int, retry: dict[str, RetryPolicy]
+    ) -> None:
+        self.id = shard_id
+        self.store = store
+        self.grace_ms = grace_s * 1000
+        self.retry = retry
+        self.offset: int | None = store.meta(OFFSET)
+        self.watermarks = Watermarks((DELIVERIES, ACKS), store.meta(WATERMARKS) or {})
+        self.table_watermark: int | None = store.meta(TABLE_WATERMARK)
+        self.aggs: dict[Key, aggregates.Aggregate] = {
+            tuple(orjson.loads(k[1:])): v for k, v in store.scan(b"a")
+        }
+        self.lifecycles: dict[Key, dict[str, Any]] = {
+            tuple(orjson.loads(k[1:])): v for k, v in store.scan(b"l")
+        }
+        self.unread: dict[Key, list[list[Any]]] = {
+            tuple(orjson.loads(k[1:])): v for k, v in store.scan(b"p")
+        }
+        self.dirty: set[bytes] = {k[1:] for k, _ in store.scan(b"x")}
+        self.windows: dict[int, set[Key]] = defaultdict(set)
+        for key in self.aggs:
+            self.windows[key[-1]].add(key)
+        self.closed: set[Key] = set()
+        self.counts = {"events_in": 0, "duplicates": 0, "late_dropped": 0}
+        self._cleanup = Change()
+        self._expired_hour = -1
+        self._close_windows()
+
+    # -- applying input -------------------------------------------------------------------
+
+    def apply(self, records: Iterable[tuple[int, bytes]]) -> Change:
+        """Fold (offset, packed message) pairs in offset order; return what to persist."""
+        change = Change()
+        messages = [(offset, orjson.loads(value)) for offset, value in records]
+        events = [ev for _, msg in messages for ev in msg.get("ev", ())]
+        keys = [dedup_key(ev["tenant_id"], ev["event_id"], ev["ts"]) for ev in events]
+        seen = self.store.first_seen(keys)
+        new_ids: set[bytes] = set()
+        position = 0
+        for offset, msg in messages:
+            if "hb" in msg:
+                for source, (watermark, idle) in msg["hb"].items():
+                    self.watermarks.observe(source, watermark, idle)
+                continue
+            source = msg["src"]
+            self.watermarks.observe(source, msg["wm"])
+            watermark = self._table_watermark()
+            for ev in msg["ev"]:
+                key = keys[position]
+                if seen[position] is not None or key in new_ids:
+                    self.counts["duplicates"] += 1
+                else:
+                    new_ids.add(key)
+                    change.put(key, offset)
+                    self._count(ev, watermark, change)
+                    self.watermarks.advance(source, ev["ts"])
+                position += 1
+            self.offset = offset + 1
+        self.counts["events_in"] += len(events)
+        self._table_watermark()
+        self._close_windows()
+        change.put(OFFSET, self.offset)
+        change.put(WATERMARKS, self.watermarks.sources)
+        change.put(TABLE_WATERMARK, self.table_watermark)
+        return change
+
+    def _table_watermark(self) -> int | None:
+        """Monotonic: a partition that reappears behind must not reopen a closed window."""
+        current = self.watermarks.current()
+        if current is not None and (self.table_watermark is None or current > self.table_watermark):
+            self.table_watermark = current
+        return self.table_watermark
+
+    def _count(self, ev: dict[str, Any], watermark: int | None, change: Change) -> None:
+        topic = ev["topic"]
+        if topic == BROADCASTS:
+            self._apply_lifecycle(ev, change)
+            return
+        start = window_start(ev["ts"])
+        if is_closed(start, watermark, self.grace_ms):
+            self.counts["late_dropped"] += 1
+            return
+        tenant = ev["tenant_id"]
+        by_broadcast = ("b", tenant, ev["broadcast_id"], start)
+        by_region = ("r", tenant, ev["region"], ev["channel"], start)
+        for key in (by_broadcast, by_region):
+            aggregates.apply(self._agg(key), ev, self.retry)
+            self._changed(b"a", key, self.aggs[key], change)
+        if topic == ACKS and ev["type"] == "read":
+            self._time_to_read(ev, (by_broadcast, by_region), change)
+
+    def _agg(self, key: Key) -> aggregates.Aggregate:
+        agg = self.aggs.get(key)
+        if agg is None:
+            agg = self.aggs[key] = aggregates.new()
+            self.windows[key[-1]].add(key)
+        return agg
+
+    def _changed(self, prefix: bytes, key: Key, value: Any, change: Change) -> None:
+        encoded = encode_key(prefix, key)
+        change.put(encoded, value)
+        if encoded not in self.dirty:
+            self.dirty.add(encoded)
+            change.put(b"x" + encoded, 1)
+
+    # -- lifecycle and time-to-read -------------------------------------------------------
+
+    def _apply_lifecycle(self, ev: dict[str, Any], change: Change) -> None:
+        key = (ev["tenant_id"], ev["broadcast_id"])
+        state = self.lifecycles.get(key)
+        if state is None:
+            state = self.lifecycles[key] = lifecycle.new(*key)
+        lifecycle.apply(state, ev)
+        self._changed(b"l", key, state, change)
+        if state["sent_at"] is not None and key in self.unread:
+            self._flush_unread(key, state["sent_at"], change)
+
+    def _time_to_read(self, ev: dict[str, Any], keys: tuple[Key, Key], change: Change) -> None:
+        """Read time minus the broadcast's sent time; reads seen before `sent` wait for it."""
+        broadcast = (ev["tenant_id"], ev["broadcast_id"])
+        state = self.lifecycles.get(broadcast)
+        sent_at = state["sent_at"] if state else None
+        if sent_at is None:
+            self.unread.setdefault(broadcast, []).append([ev["ts"], *keys])
+            change.put(encode_key(b"p", broadcast), self.unread[broadcast])
+            return
+        for key in keys:
+            aggregates.add_time_to_read(self.aggs[key], max(ev["ts"] - sent_at, 0))
+
+    def _flush_unread(self, broadcast: Key, sent_at: int, change: Change) -> None:
+        for read_ts, *keys in self.unread.pop(broadcast):
+            for key in map(tuple, keys):
+                if key in self.aggs:  # a window already final keeps what it had
+                    aggregates.add_time_to_read(self.aggs[key], max(read_ts - sent_at, 0))
+                    self._changed(b"a", key, self.aggs[key], change)
+        change.delete(encode_key(b"p", broadcast))
+
+    # -- windows closing and snapshots ----------------------------------------------------
+
+    def _close_windows(self) -> None:
+        for start in [s for s in self.windows if is_closed(s, self.table_watermark, self.grace_ms)]:
+            for key in self.windows.pop(start):
+                self.closed.add(key)
+                self.dirty.add(encode_key(b"a", key))
+
+    def snapshot(self) -> tuple[dict[str, list[dict[str, Any]]], set[bytes]]:
+        """Rows for every changed key (full values, not deltas) by table, and those keys."""
+        rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        now_ms = int(time.time() * 1000)
+        keys = set(self.dirty)
+        for encoded in keys:
+            prefix, key = encoded[:1], tuple(orjson.loads(encoded[1:]))
+            if prefix == b"l":
+                row = lifecycle.to_row(self.lifecycles[key])
+                table = "broadcasts"
+            else:
+                row, table = self._stats_row(key)
+            row["version"] = self.offset or 0
+            row["updated_at"] = now_ms
+            rows[table].append(row)
+        return rows, keys
+
+    def _stats_row(self, key: Key) -> tuple[dict[str, Any], str]:
+        row = aggregates.to_row(self.aggs[key])
+        row["tenant_id"] = key[1]
+        row["window_start"] = key[-1] // 1000
+        row["shard"] = self.id
+        row["is_final"] = int(key in self.closed)
+        if key[0] == "b":
+            row["broadcast_id"] = key[2]
+            return row, "broadcast_stats_1m"
+        row["region"], row["channel"] = key[2], key[3]
+        return row, "region_stats_1m"
+
+    def published(self, encoded_keys: Iterable[bytes]) -> None:
+        """The snapshot of these keys is in Kafka: clear their marks, drop final windows."""
+        for encoded in encoded_keys:
+            self.dirty.discard(encoded)
+            self._cleanup.delete(b"x" + encoded)
+            key = tuple(orjson.loads(encoded[1:]))
+            if key in self.closed:
+                self.closed.discard(key)
+                del self.aggs[key]
+                self._cleanup.delete(encoded)
+
+    def take_cleanup(self) -> Change:
+        """What `published` changed (marks cleared, final windows dropped), to persist."""
+        change, self._cleanup = self._cleanup, Change()
+        return change
+
+    def expire_dedup(self, horizon_ms: int) -> None:
+        """Forget event ids older than the horizon (event time), once per hour of progress."""
+        if self.table_watermark is None:
+            return
+        cutoff = self.table_watermark - horizon_ms
+        if cutoff // HOUR_MS > self._expired_hour:
+            self._expired_hour = cutoff // HOUR_MS
+            self.store.expire_dedup(cutoff)
+
+    def take_counts(self) -> dict[str, int]:
+        counts = self.counts
+        self.counts = dict.fromkeys(counts, 0)
+        return counts

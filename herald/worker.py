@@ -1,0 +1,29 @@
+"""Start a Faust worker for one of Herald's roles, after checking its services answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from herald import kafka_admin
+from herald.app import ROLES, create_app
+from herald.config import Settings
+from herald.sinks import clickhouse
+
+STARTUP_WAIT_S = 30.0
+
+
+def preflight(settings: Settings, role: str) -> None:
+    """Fail with one line now, rather than with a traceback from inside the worker."""
+    asyncio.run(kafka_admin.wait_for_broker(settings, STARTUP_WAIT_S))
+    if "sink" in ROLES[role]:
+        clickhouse.connect(settings.dsn).close()
+
+
+def run_worker(settings: Settings, role: str, loglevel: str = "warn") -> None:
+    preflight(settings, role)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    app = create_app(settings, role)
+    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

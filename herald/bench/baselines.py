@@ -109,8 +109,9 @@ def run_baseline(name: str, bootstrap: str, topic: str, n: int, timeout_s: float
 
 def _parse_result(name: str, proc: subprocess.CompletedProcess[str]) -> BaselineResult:
     for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{") and proc.returncode == 0:
-            return BaselineResult(**json.loads(line))
+        start = line.find('{"name"')  # Faust's spinner may prefix terminal control codes
+        if start >= 0 and proc.returncode == 0:
+            return BaselineResult(**json.loads(line[start:]))
     detail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
     raise HeraldError(f"baseline {name} failed: {detail}")
 

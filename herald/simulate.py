@@ -32,6 +32,8 @@ from herald.produce import Progress, SimEvent, open_producer, produce_events
 
 __all__ = [
     "COUNTERS",
+    "INVALID_KINDS",
+    "Keying",
     "Scenario",
     "SimEvent",
     "Totals",

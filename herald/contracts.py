@@ -1,7 +1,7 @@
 """Input event contracts (SPEC §2) as pydantic models: the reference definition.
 
-The worker's hot path validates with the hand-written `herald.streams.validate.check`, which is
-about twice as fast; these models are the readable contract, the source of the exported JSON
+The worker's hot path validates with the hand-written `herald.streams.validate.check`, which
+costs about half the CPU; these models are the readable contract, the source of the exported JSON
 Schemas, and the oracle a differential test holds `check` to. The enums, patterns and limits
 below are shared by both, so the two cannot drift on them.
 

@@ -7,6 +7,7 @@ normalised exactly as the pipeline expects.
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -354,6 +355,64 @@ def test_invalid_messages_fail_both_naming_the_field(case: tuple[str, bytes, str
         assert field in model_fields, (str(caught.value), model_fields)
 
 
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    1.5,
+    2**63,
+    2**64 - 1,
+    "",
+    "x" * 129,
+    "push",
+    "DE",
+    "2026-11-23T10:00:00Z",
+    [],
+    ["sms"],
+    {},
+    {"mode": "all"},
+]
+
+
+def test_check_and_models_agree_on_every_field_set_to_odd_values() -> None:
+    """Every field of every valid event, set to each odd value: same verdict, same field."""
+    for topic, message in VALID:
+        original = orjson.loads(message)
+        for field in [*original, *MODELS[topic].model_fields]:
+            for value in ODD_VALUES:
+                mutated = orjson.dumps({**original, field: value})
+                model_fields = _model_error_fields(topic, mutated)
+                try:
+                    check(topic, mutated)
+                except InvalidEvent as e:
+                    assert model_fields is not None, mutated
+                    assert _named_field(str(e)) in model_fields, (str(e), model_fields)
+                else:
+                    assert model_fields is None, (mutated, model_fields)
+
+
+def test_damaged_bytes_only_ever_raise_invalid_event() -> None:
+    """Truncated and bit-flipped messages: the worker must never see another exception."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        topic, message = rng.choice(VALID)
+        damaged = bytearray(message)
+        if rng.random() < 0.3:
+            del damaged[rng.randrange(len(damaged)) :]
+        else:
+            for _ in range(rng.randint(1, 3)):
+                damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        try:
+            check(topic, bytes(damaged))
+        except InvalidEvent:
+            assert _model_error_fields(topic, bytes(damaged)) is not None, bytes(damaged)
+        else:
+            assert _model_error_fields(topic, bytes(damaged)) is None, bytes(damaged)
+
+
 def test_corpus_covers_every_field_and_type() -> None:
     named = {field for _, _, field in INVALID if field}
     for model in MODELS.values():
@@ -462,6 +521,11 @@ def test_error_messages_are_readable(topic: str, message: bytes, error: str) -> 
     with pytest.raises(InvalidEvent) as caught:
         check(topic, message)
     assert str(caught.value).startswith(error)
+
+
+def test_a_record_without_value_is_invalid() -> None:
+    with pytest.raises(InvalidEvent, match="message has no value"):
+        check("acks", None)
 
 
 def test_unknown_topic_is_a_programming_error() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -103,7 +104,7 @@ def _supported_version(value: int) -> int:
     return value
 
 
-def _null_means(default: Any) -> AfterValidator:
+def _null_means(default: Callable[[], Any]) -> AfterValidator:
     """`null` in an optional field with a default stands for the default."""
     return AfterValidator(lambda v: default() if v is None else v)
 

@@ -234,9 +234,13 @@ def _faust_naive(bootstrap: str, topic: str, meter: Meter, workdir: Path) -> Non
 
 
 def _occurred_ms(value: Any, headers: Any, timestamp: int, timestamp_type: Any) -> int:
+    """Event time; an invalid event keeps the record's time (Quix cannot skip it here)."""
     from datetime import datetime
 
-    return int(datetime.fromisoformat(value["occurred_at"]).timestamp() * 1000)
+    try:
+        return int(datetime.fromisoformat(value["occurred_at"]).timestamp() * 1000)
+    except (KeyError, TypeError, ValueError):
+        return timestamp
 
 
 def _quix(bootstrap: str, topic: str, meter: Meter, workdir: Path) -> str | None:
@@ -250,7 +254,7 @@ def _quix(bootstrap: str, topic: str, meter: Meter, workdir: Path) -> str | None
         auto_offset_reset="earliest",
         state_dir=str(workdir / "quix"),
         loglevel="WARNING",
-        on_processing_error=lambda exc, row, logger: _skip_invalid(meter, app),
+        on_consumer_error=lambda exc, message, logger: _skip_undecodable(exc, meter, app),
     )
 
     def counted(_: Any) -> None:
@@ -265,8 +269,13 @@ def _quix(bootstrap: str, topic: str, meter: Meter, workdir: Path) -> str | None
     return None
 
 
-def _skip_invalid(meter: Meter, app: Any) -> bool:
-    """An invalid message counts as consumed (as in the other baselines) and is skipped."""
+def _skip_undecodable(exc: Exception, meter: Meter, app: Any) -> bool:
+    """A message that is not JSON counts as consumed (as in the other baselines) and is
+    skipped; any other consumer error stops the run."""
+    from quixstreams.models.serializers.exceptions import SerializationError
+
+    if not isinstance(exc, SerializationError):
+        return False
     meter.begin()
     if meter.add(1):
         app.stop()

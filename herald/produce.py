@@ -65,7 +65,7 @@ async def open_producer(settings: Settings, **overrides: Any) -> AsyncIterator[A
         await producer.stop()
 
 
-class _Batcher:
+class Batcher:
     """Routes messages to per-partition batches with aiokafka's default partitioner (murmur2 of
     the key, random without one) and sends each batch when it is full."""
 
@@ -91,11 +91,18 @@ class _Batcher:
             if batch.append(timestamp=None, key=msg.key, value=msg.value) is None:
                 raise HeraldError(f"a {len(msg.value)}-byte message does not fit in a batch")
 
-    async def flush(self) -> None:
-        """Send every open batch and wait until the broker acknowledged all of them."""
+    async def send_open(self) -> None:
+        """Send the partly filled batches too (a live stream does before it pauses)."""
         for slot, batch in self._open.items():
             await self._send(slot, batch)
         self._open.clear()
+        for future in [f for f in self._inflight if f.done()]:
+            future.result()  # raises the send's error, if any
+        self._inflight = [f for f in self._inflight if not f.done()]
+
+    async def flush(self) -> None:
+        """Send every open batch and wait until the broker acknowledged all of them."""
+        await self.send_open()
         for future in self._inflight:
             await future
         self._inflight.clear()
@@ -116,7 +123,7 @@ async def produce_events(
     sent = 0
     last_report = time.monotonic()
     async with open_producer(settings) as producer:
-        batcher = _Batcher(producer)
+        batcher = Batcher(producer)
         try:
             for msg in events:
                 await batcher.add(msg)

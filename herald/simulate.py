@@ -14,6 +14,7 @@ report. `run_live` plays the same kind of traffic at a fixed rate with wall-cloc
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 import uuid
@@ -28,7 +29,7 @@ import orjson
 from herald import topics
 from herald.config import DEFAULT_RETRY, Settings
 from herald.errors import HeraldError
-from herald.produce import Progress, SimEvent, open_producer, produce_events
+from herald.produce import Batcher, Progress, SimEvent, open_producer, produce_events
 
 __all__ = [
     "COUNTERS",
@@ -581,23 +582,27 @@ async def run_live(
     sc = scenario or Scenario(invalid=20)
     counts: Counters = Counter()
     loop = asyncio.get_running_loop()
+    items = _live_items(sc)
+    first = next(items)  # plans the first scenario before the clock starts
     async with open_producer(settings) as producer:
+        batcher = Batcher(producer)
         started = last_report = loop.time()
-        for item in _live_items(sc):
+        for item in itertools.chain([first], items):
             now = loop.time()
             if now - started >= duration_s:
                 break
             ahead = started + counts.total() / rate - now
             if ahead > 0.005:  # sleeping per message would cost more than sending it
+                await batcher.send_open()  # nothing waits in a batch while we pause
                 await asyncio.sleep(ahead)
             lateness = item.send_ms - item.occurred_ms
             msg = _render(item, int(time.time() * 1000) - lateness)
-            await producer.send(msg.topic, msg.value, key=msg.key)
+            await batcher.add(msg)
             counts[msg.topic] += 1
             if progress and now - last_report >= 1.0:
                 last_report = now
                 progress(
                     f"{counts.total()} messages sent ({counts.total() / (now - started):.0f}/s)"
                 )
-        await producer.flush()
+        await batcher.flush()
     return dict(counts)

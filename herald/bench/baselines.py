@@ -52,13 +52,15 @@ class BaselineResult:
 
 
 class Meter:
-    """Wall and CPU time from the first message to the N-th (or the end of the budget)."""
+    """Wall and CPU time from the first message to the last one counted, which is the N-th
+    unless the budget ran out first (then the rate is over what was done)."""
 
     def __init__(self, n: int, budget_s: float) -> None:
         self.n, self.budget_s = n, budget_s
         self.events = 0
         self.done = False
         self._t0 = self._cpu0 = self._seconds = self._cpu = 0.0
+        self._created = time.perf_counter()  # the budget runs from here until a first message
 
     def begin(self) -> None:
         if self._t0 == 0.0:
@@ -68,19 +70,17 @@ class Meter:
         """Count consumed messages; True once N are reached or the budget is spent."""
         if self.done:
             return True
-        self.events += count
-        elapsed = time.perf_counter() - self._t0
-        if self.events >= self.n or elapsed >= self.budget_s:
-            self.done = True
-            self._seconds, self._cpu = elapsed, _cpu() - self._cpu0
+        now = time.perf_counter()
+        if count:
+            self.events += count
+            self._seconds, self._cpu = now - self._t0, _cpu() - self._cpu0
+        self.done = self.events >= self.n or now - (self._t0 or self._created) >= self.budget_s
         return self.done
 
     def remaining(self) -> int:
         return self.n - self.events
 
     def result(self, name: str) -> BaselineResult:
-        if not self.done:
-            self.add(0)
         seconds = max(self._seconds, 1e-9)
         return BaselineResult(name, self.events, seconds, self.events / seconds, self._cpu)
 
@@ -220,11 +220,9 @@ def _faust_naive(bootstrap: str, topic: str, meter: Meter, workdir: Path) -> Non
 
     @app.timer(interval=1.0)
     async def budget() -> None:
-        if meter.events == 0 and time.monotonic() - started > meter.budget_s:
-            meter.add(0)
+        if not meter.done and meter.add(0):
             finish()
 
-    started = time.monotonic()
     worker = faust.Worker(app, loglevel="warn", quiet=True, redirect_stdouts=False)
     with contextlib.suppress(SystemExit):  # the worker always exits this way
         worker.execute_from_commandline()

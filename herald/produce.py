@@ -77,10 +77,7 @@ class Batcher:
         self._inflight: list[Any] = []
 
     async def add(self, msg: SimEvent) -> None:
-        partitions = self._partitions.get(msg.topic)
-        if partitions is None:
-            partitions = sorted(await self._producer.partitions_for(msg.topic))
-            self._partitions[msg.topic] = partitions
+        partitions = self._partitions.get(msg.topic) or await self._lookup(msg.topic)
         slot = (msg.topic, self._partitioner(msg.key, partitions, partitions))
         batch = self._open.get(slot)
         if batch is None:
@@ -90,6 +87,16 @@ class Batcher:
             batch = self._open[slot] = self._producer.create_batch()
             if batch.append(timestamp=None, key=msg.key, value=msg.value) is None:
                 raise HeraldError(f"a {len(msg.value)}-byte message does not fit in a batch")
+
+    async def _lookup(self, topic: str) -> list[int]:
+        # Asked explicitly: `partitions_for` would wait 30 s for a missing topic, logging a
+        # warning at every retry, or have a broker auto-create it with default partitions.
+        cluster = await self._producer.client.fetch_all_metadata()
+        partitions = sorted(cluster.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise HeraldError(f"Kafka topic {topic!r} does not exist")
+        self._partitions[topic] = partitions
+        return partitions
 
     async def send_open(self) -> None:
         """Send the partly filled batches too (a live stream does before it pauses)."""

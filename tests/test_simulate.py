@@ -418,3 +418,12 @@ async def test_live_traffic_at_a_rate(kafka_bootstrap: str) -> None:
 async def test_live_rejects_a_bad_rate() -> None:
     with pytest.raises(HeraldError, match="positive"):
         await run_live(Settings(), rate=0, duration_s=1)
+
+
+async def test_producing_to_a_missing_topic_fails_at_once(kafka_bootstrap: str) -> None:
+    settings = Settings(kafka_bootstrap=kafka_bootstrap)
+    missing = SimEvent(f"missing-{uuid.uuid4().hex[:8]}", None, b"{}", None)
+    started = time.monotonic()
+    with pytest.raises(HeraldError, match="does not exist"):
+        await produce_events(settings, [missing])
+    assert time.monotonic() - started < 5

@@ -29,6 +29,7 @@ import orjson
 from herald import topics
 from herald.config import DEFAULT_RETRY, Settings
 from herald.errors import HeraldError
+from herald.kafka_admin import ensure_topics, herald_topics
 from herald.produce import Batcher, Progress, SimEvent, open_producer, produce_events
 
 __all__ = [
@@ -576,10 +577,12 @@ async def run_live(
     Simulated time is compressed onto the wall clock: messages go out in the scenario's send
     order, each stamped `occurred_at = now`, except that a late (out-of-order) message keeps
     its lateness and a duplicate its original's bytes. Tenants, ratios, keying and `invalid`
-    (per simulated scenario) come from `scenario`."""
+    (per simulated scenario) come from `scenario`. Creates the input topics if missing."""
     if rate <= 0 or duration_s <= 0:
         raise HeraldError("simulate: --rate and --duration must be positive")
     sc = scenario or Scenario(invalid=20)
+    specs = herald_topics(settings)
+    await ensure_topics(settings, {t: specs[t] for t in topics.INPUT_TOPICS})
     counts: Counters = Counter()
     loop = asyncio.get_running_loop()
     items = _live_items(sc)

@@ -7,6 +7,7 @@ also answers `herald query` through the `/query` page of Faust's web server).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,6 +41,7 @@ class Pipeline(mode.Service):
         self.stats = PipelineStats(role)
         self.writer = ClickHouseWriter(settings.dsn) if "sink" in ROLES[role] else None
         self.loops: list[LoopService] = []
+        self.ready = asyncio.Event()  # set once topics exist and the schema is migrated
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -68,6 +70,7 @@ class Pipeline(mode.Service):
         self.loops = self._make_loops()
         for loop_service in self.loops:
             await self.add_runtime_dependency(loop_service)
+        self.ready.set()
 
     async def on_stop(self) -> None:
         for loop_service in reversed(self.loops):
@@ -122,6 +125,7 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
         async def post(self, request: faust.web.Request) -> faust.web.Response:
             if pipeline.writer is None:
                 return self.error(404, "this process does not hold ClickHouse")
+            await pipeline.ready.wait()
             sql = (await self.read_request_content(request)).decode()
             try:
                 result = await pipeline.writer.run(_raw_query, sql)

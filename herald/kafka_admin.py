@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from herald import topics
 from herald.config import Settings
+from herald.kafka_io import MAX_MESSAGE_BYTES
 from herald.errors import HeraldError, ServiceUnavailable
 
 DAY_MS = 86_400_000
@@ -43,18 +44,23 @@ def herald_topics(settings: Settings) -> dict[str, TopicSpec]:
     # The changelog must outlive the dedup horizon, or a restored shard forgets event ids.
     changelog_ms = max(settings.dedup_horizon_s * 1000 + HOUR_MS, 2 * DAY_MS)
     specs = {name: TopicSpec(n, dict(inputs)) for name in topics.INPUT_TOPICS}
-    specs[topics.EVENTS] = TopicSpec(settings.shards, {"retention.ms": str(INPUT_RETENTION_MS)})
+    # Internal topics carry packed messages: a batch's changelog record can exceed 1 MB.
+    packed = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    specs[topics.EVENTS] = TopicSpec(
+        settings.shards, {"retention.ms": str(INPUT_RETENTION_MS), **packed}
+    )
     specs[topics.CHANGELOG] = TopicSpec(
-        settings.shards, {"retention.ms": str(changelog_ms), "cleanup.policy": "delete"}
+        settings.shards,
+        {"retention.ms": str(changelog_ms), "cleanup.policy": "delete", **packed},
     )
     for name in (
-        topics.AGGREGATES,
         topics.INVALID,
         topics.RETRIES,
         topics.DEADLETTER,
         topics.ESCALATIONS,
     ):
         specs[name] = TopicSpec(n)
+    specs[topics.AGGREGATES] = TopicSpec(n, dict(packed))
     return specs
 
 

@@ -28,7 +28,7 @@ def with_format(sql: str) -> str:
 def run_query(settings: Settings, sql: str) -> str:
     sql = with_format(sql)
     if settings.embedded_clickhouse:
-        answer = _ask_running_process(settings, sql)
+        answer = ask_running_process(settings, sql)
         if answer is not None:
             return answer
     client = clickhouse.connect(settings.dsn)
@@ -40,7 +40,7 @@ def run_query(settings: Settings, sql: str) -> str:
         client.close()
 
 
-def _ask_running_process(settings: Settings, sql: str) -> str | None:
+def ask_running_process(settings: Settings, sql: str) -> str | None:
     """The answer of the running `herald run`, or None when none listens."""
     url = f"http://127.0.0.1:{settings.web_port}/query"
     request = urllib.request.Request(url, data=sql.encode(), method="POST")

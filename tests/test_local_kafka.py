@@ -192,9 +192,11 @@ def test_herald_topics_follow_the_settings() -> None:
     assert specs[topics.DELIVERIES] == TopicSpec(
         3, {"retention.ms": week, "message.timestamp.type": "CreateTime"}
     )
-    assert specs[topics.EVENTS] == TopicSpec(5, {"retention.ms": week})
+    packed = {"max.message.bytes": str(16 * 1024 * 1024)}
+    assert specs[topics.EVENTS] == TopicSpec(5, {"retention.ms": week, **packed})
     changelog = {"retention.ms": str(5 * 86_400_000 + 3_600_000), "cleanup.policy": "delete"}
-    assert specs[topics.CHANGELOG] == TopicSpec(5, changelog)
+    assert specs[topics.CHANGELOG] == TopicSpec(5, {**changelog, **packed})
+    assert specs[topics.AGGREGATES] == TopicSpec(3, packed)
     assert specs[topics.ESCALATIONS] == TopicSpec(3, {})
     # A short dedup horizon still keeps the changelog two days.
     short = herald_topics(Settings(dedup_horizon_s=60))[topics.CHANGELOG]

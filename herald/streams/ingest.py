@@ -18,7 +18,7 @@ import base64
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -68,7 +68,9 @@ class Source:
     """What ingest knows of one input partition."""
 
     watermark: int = 0
-    last_record: float = 0.0
+    # Idleness counts from when the partition was first seen: an empty partition holds the
+    # watermark back for the idle period too, so data produced to it a moment later is on time.
+    last_record: float = field(default_factory=time.monotonic)
 
 
 class Router:

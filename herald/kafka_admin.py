@@ -18,8 +18,8 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from herald import topics
 from herald.config import Settings
-from herald.kafka_io import MAX_MESSAGE_BYTES
 from herald.errors import HeraldError, ServiceUnavailable
+from herald.kafka_io import MAX_MESSAGE_BYTES
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

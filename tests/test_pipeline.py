@@ -26,6 +26,7 @@ from tests.harness import Herald, wait_for
 
 pytestmark = pytest.mark.slow
 PARTITIONS = 4
+COLUMNS = ", ".join(COUNTERS)
 SUMS = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
 
 

@@ -212,3 +212,23 @@ def schema_export(out: Path | None) -> None:
     from herald.contracts import export_schemas
 
     click.echo(export_schemas(out))
+
+
+# -- benchmark -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--events", default=300_000, show_default=True, help="size of the fixed load")
+@click.option("--freshness-seconds", default=20.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@one_line_errors
+def bench(events: int, freshness_seconds: float, as_json: bool) -> None:
+    """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run."""
+    import orjson
+
+    from herald.bench.run import BenchConfig, run_bench
+    from herald.bench.table import render
+
+    config = BenchConfig(events=events, freshness_s=freshness_seconds)
+    result = run_bench(config, progress=_say)
+    click.echo(orjson.dumps(result).decode() if as_json else render(result))

@@ -1,0 +1,218 @@
+"""`herald bench`: Herald end to end against its baselines, on the same messages, in one run.
+
+1. A fresh local broker; a fixed synthetic load of delivery events produced once.
+2. Baselines on those messages: raw aiokafka + orjson (the client's limit), a naive Faust agent,
+   Quix Streams (each in its own process, measured from first to last message).
+3. Herald: `herald run` in a child process consumes the same topic into chDB; throughput is
+   counted as events visible through `broadcast_summary` per second, CPU from /proc.
+4. Freshness: produce at half of Herald's measured rate for a while; each batch is its own
+   broadcast, and its freshness is the time from its last message sent to the row showing
+   all of it in `broadcast_summary`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from herald import kafka_admin, local_kafka, topics
+from herald.bench.baselines import BaselineResult, run_baseline
+from herald.child import HeraldProcess, wait_for
+from herald.config import Settings
+from herald.produce import SimEvent, open_producer, produce_events
+from herald.simulate import Scenario, generate, rfc3339
+
+Progress = Callable[[str], None]
+DELIVERY_COUNTERS = "queued + attempted + delivered + failed + pending + expired"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    events: int = 300_000
+    faust_sample: int = 20_000
+    quix_sample: int = 100_000
+    freshness_s: float = 20.0
+    batches_per_s: int = 4
+
+
+def bench_load(events: int) -> list[SimEvent]:
+    """`events` delivery messages from the simulator (realistic sizes, keys and mix)."""
+    users = 400
+    broadcasts = max(events // (users * 4), 1)
+    load: list[SimEvent] = []
+    seed = 1
+    while len(load) < events:
+        scenario = Scenario(seed=seed, broadcasts=broadcasts, users_per_broadcast=users,
+                            duplicate_ratio=0.0)  # fmt: skip
+        load.extend(m for m in generate(scenario) if m.topic == topics.DELIVERIES)
+        seed += 1
+    return load[:events]
+
+
+def run_bench(config: BenchConfig, progress: Progress) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
+        work = Path(tmp)
+        broker = local_kafka.start(work / "broker", port=local_kafka.free_port())
+        try:
+            return _bench(config, broker.bootstrap, work, progress)
+        finally:
+            local_kafka.stop(work / "broker")
+
+
+def _bench(config: BenchConfig, bootstrap: str, work: Path, progress: Progress) -> dict[str, Any]:
+    settings = Settings(kafka_bootstrap=bootstrap, data_dir=work / "herald")
+    progress(f"generating {config.events} delivery events")
+    load = bench_load(config.events)
+    asyncio.run(_produce(settings, load, progress))
+    samples = {"raw": config.events, "faust_naive": config.faust_sample,
+               "quix": config.quix_sample}  # fmt: skip
+    baselines: dict[str, BaselineResult] = {}
+    for name, n in samples.items():
+        progress(f"baseline {name} on {n} messages")
+        baselines[name] = run_baseline(name, bootstrap, topics.DELIVERIES, n, timeout_s=120)
+    progress("Herald end to end into ClickHouse")
+    herald = HeraldProcess(settings.data_path, bootstrap).start()
+    try:
+        events_per_s, cpu_s = _measure_herald(herald, len(load))
+        progress(f"Herald: {events_per_s:,.0f} events/s; freshness at half that rate")
+        freshness = _measure_freshness(settings, herald, events_per_s / 2, config)
+    finally:
+        herald.stop()
+    return _report(baselines, events_per_s, cpu_s, len(load), freshness, events_per_s / 2)
+
+
+async def _produce(settings: Settings, load: list[SimEvent], progress: Progress) -> None:
+    await kafka_admin.ensure_topics(settings, kafka_admin.herald_topics(settings))
+    await produce_events(settings, load, progress)
+
+
+def _visible(herald: HeraldProcess, where: str = "") -> int:
+    rows = herald.query(f"SELECT sum({DELIVERY_COUNTERS}) AS n FROM broadcast_summary {where}")
+    return int(rows[0]["n"] or 0)
+
+
+def _measure_herald(herald: HeraldProcess, total: int) -> tuple[float, float]:
+    """Events/s from the first visible rows to all of them, and CPU-s per million events."""
+    start_count = wait_for(lambda: _visible(herald), 120, "the first rows", every_s=0.05)
+    started, cpu_start = time.monotonic(), herald.cpu_seconds()
+    wait_for(lambda: _visible(herald) >= total, 600, f"all {total} events", every_s=0.1)
+    seconds = time.monotonic() - started
+    done = total - start_count
+    cpu_per_million = (herald.cpu_seconds() - cpu_start) / done * 1e6
+    return done / seconds, cpu_per_million
+
+
+def _delivered(broadcast_id: str, tenant: str, n: int) -> list[bytes]:
+    common = {
+        "tenant_id": tenant, "occurred_at": rfc3339(int(time.time() * 1000)),
+        "schema_version": 1, "type": "delivered", "broadcast_id": broadcast_id,
+        "channel": "push", "region": "DE", "attempt": 1, "latency_ms": 120,
+    }  # fmt: skip
+    return [
+        orjson.dumps({**common, "event_id": f"{broadcast_id}-{i}", "user_id": f"u{i}"})
+        for i in range(n)
+    ]
+
+
+def _measure_freshness(
+    settings: Settings, herald: HeraldProcess, rate: float, config: BenchConfig
+) -> list[float]:
+    """Produce at `rate` in batches, one broadcast each; time until each batch is visible."""
+    per_batch = max(int(rate / config.batches_per_s), 1)
+    sent: dict[str, tuple[float, int]] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(herald, sent, seen, stop), daemon=True)
+    watcher.start()
+    asyncio.run(_steady(settings, per_batch, config, sent))
+    wait_for(lambda: len(seen) == len(sent), 60, "every freshness batch", every_s=0.2)
+    stop.set()
+    watcher.join()
+    return [seen[b] - sent[b][0] for b in sent]
+
+
+async def _steady(
+    settings: Settings, per_batch: int, config: BenchConfig, sent: dict[str, tuple[float, int]]
+) -> None:
+    tenant = f"fresh{uuid.uuid4().hex[:6]}"
+    interval = 1 / config.batches_per_s
+    async with open_producer(settings) as producer:
+        started = time.monotonic()
+        for i in range(int(config.freshness_s * config.batches_per_s)):
+            await asyncio.sleep(max(started + i * interval - time.monotonic(), 0))
+            broadcast = f"{tenant}-b{i}"
+            for value in _delivered(broadcast, tenant, per_batch):
+                await producer.send(topics.DELIVERIES, value, key=broadcast.encode())
+            await producer.flush()
+            sent[broadcast] = (time.monotonic(), per_batch)
+
+
+def _watch(
+    herald: HeraldProcess,
+    sent: dict[str, tuple[float, int]],
+    seen: dict[str, float],
+    stop: threading.Event,
+) -> None:
+    while not stop.is_set():
+        pending = [b for b in list(sent) if b not in seen]
+        if pending:
+            names = ", ".join(f"'{b}'" for b in pending)
+            rows = herald.query(
+                f"SELECT broadcast_id, delivered FROM broadcast_summary"
+                f" WHERE broadcast_id IN ({names})"
+            )
+            now = time.monotonic()
+            for row in rows:
+                if int(row["delivered"]) >= sent[row["broadcast_id"]][1]:
+                    seen[row["broadcast_id"]] = now
+        stop.wait(0.05)
+
+
+def _report(
+    baselines: dict[str, BaselineResult],
+    events_per_s: float,
+    cpu_s: float,
+    events: int,
+    freshness: list[float],
+    freshness_rate: float,
+) -> dict[str, Any]:
+    raw = baselines["raw"]
+    quantiles = statistics.quantiles(freshness, n=100, method="inclusive")
+    return {
+        "events": events,
+        "events_per_s": round(events_per_s),
+        "cpu_s_per_million": round(cpu_s, 1),
+        "baseline_events_per_s": round(raw.events_per_s),
+        "baseline_cpu_s_per_million": round(raw.cpu_s / max(raw.events, 1) * 1e6, 1),
+        "ratio": round(events_per_s / raw.events_per_s, 3),
+        **_peer("faust_naive", baselines["faust_naive"], raw),
+        **_peer("quix", baselines["quix"], raw),
+        "freshness_rate_events_per_s": round(freshness_rate),
+        "freshness_p50_s": round(statistics.median(freshness), 3),
+        "freshness_p99_s": round(quantiles[98], 3),
+        "freshness_samples": len(freshness),
+    }
+
+
+def _peer(name: str, result: BaselineResult, raw: BaselineResult) -> dict[str, Any]:
+    if result.skipped:
+        return {
+            f"{name}_events_per_s": None,
+            f"{name}_ratio": None,
+            f"{name}_skipped": result.skipped,
+        }
+    return {
+        f"{name}_events_per_s": round(result.events_per_s),
+        f"{name}_ratio": round(result.events_per_s / raw.events_per_s, 4),
+        f"{name}_cpu_s_per_million": round(result.cpu_s / max(result.events, 1) * 1e6, 1),
+    }

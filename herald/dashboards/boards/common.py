@@ -50,12 +50,18 @@ CHANNEL_VAR = Variable(
     f"SELECT channel FROM region_stats_1m WHERE {TENANT} GROUP BY channel ORDER BY channel",
 )
 
-ESCALATION_ANNOTATION = (
-    "Escalations",
-    "SELECT toDateTime(occurred_at) AS time,"
-    " concat(rule, ' ', state, ' (level ', toString(level), '): ', message) AS text"
-    f" FROM escalations FINAL WHERE $__timeFilter(occurred_at) AND {TENANT} ORDER BY time",
-)
+
+def escalation_annotation(where: str = TENANT) -> tuple[str, str]:
+    """Escalation transitions as annotations (the pipeline dashboard has no tenant filter)."""
+    return (
+        "Escalations",
+        "SELECT toDateTime(occurred_at) AS time,"
+        " concat(rule, ' ', state, ' (level ', toString(level), '): ', message) AS text"
+        f" FROM escalations FINAL WHERE $__timeFilter(occurred_at) AND {where} ORDER BY time",
+    )
+
+
+ESCALATION_ANNOTATION = escalation_annotation()
 
 
 def hist_percentiles(

@@ -3,9 +3,9 @@
 from herald.dashboards.boards.common import (
     BUCKET,
     COMPONENT,
-    ESCALATION_ANNOTATION,
     PER_S,
     WINDOWS,
+    escalation_annotation,
 )
 from herald.dashboards.model import Dashboard, Panel, Variable
 
@@ -37,7 +37,7 @@ PIPELINE = Dashboard(
     title="Herald / Pipeline health",
     description="Workers and sinks: throughput, invalid, duplicate and late events, lag.",
     variables=(COMPONENT_VAR,),
-    annotations=(ESCALATION_ANNOTATION,),
+    annotations=(escalation_annotation("1=1"),),
     panels=(
         _stat("Events in", "events_in"),
         _stat("Invalid", "invalid"),

@@ -57,8 +57,9 @@ REGIONS = Dashboard(
         Panel(
             "Delivered by country",
             "geomap",
-            f"SELECT region, sum(delivered) AS delivered, {_FAILURE_RATE} AS failure_rate"
-            f" {_STATS} AND match(region, '^[A-Z]{{2}}$') GROUP BY region ORDER BY region",
+            "SELECT region, delivered, failed / nullIf(delivered + failed, 0) AS failure_rate"
+            " FROM (SELECT region, sum(delivered) AS delivered, sum(failed) AS failed"
+            f" {_STATS} AND match(region, '^[A-Z]{{2}}$') GROUP BY region) ORDER BY region",
             height=10,
             description="Regions named by a two-letter country code.",
             options=_GEOMAP,

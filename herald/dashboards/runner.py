@@ -32,7 +32,7 @@ class Frame:
 def run_sql(client: Client, sql: str) -> Frame:
     result = client.query(sql)
     types = [t.name for t in result.column_types]
-    return Frame(sql, list(result.column_names), types, list(result.result_rows))
+    return Frame(sql, list(result.column_names), types, [tuple(r) for r in result.result_rows])
 
 
 def data_time_range(client: Client) -> tuple[datetime, datetime]:

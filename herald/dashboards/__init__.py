@@ -6,5 +6,6 @@ Public entry points (wired into the CLI): `export_dashboards`, `push_dashboards`
 
 from herald.dashboards.provisioning import export_dashboards
 from herald.dashboards.push import push_dashboards
+from herald.dashboards.report import render_report
 
-__all__ = ["export_dashboards", "push_dashboards"]
+__all__ = ["export_dashboards", "push_dashboards", "render_report"]

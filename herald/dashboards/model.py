@@ -208,7 +208,7 @@ _OPTION_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "table": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
     "barchart": {
-        "orientation": "horizontal",
+        "orientation": "auto",
         "showValue": "auto",
         "stacking": "none",
         "groupWidth": 0.7,

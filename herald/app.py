@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 
 from herald import kafka_admin, kafka_io, topics
 from herald.config import Settings
+from herald.processes import WorkerProcesses
 from herald.sinks import migrations
 from herald.sinks.service import ClickHouseWriter, SinkService
 from herald.stats import PipelineStats
@@ -41,6 +42,7 @@ class Pipeline(mode.Service):
         self.stats = PipelineStats(role)
         self.writer = ClickHouseWriter(settings.dsn) if "sink" in ROLES[role] else None
         self.loops: list[LoopService] = []
+        self.workers: WorkerProcesses | None = None
         self.ready = asyncio.Event()  # set once topics exist and the schema is migrated
 
     @property
@@ -48,10 +50,16 @@ class Pipeline(mode.Service):
         assert self._producer is not None, "producer used before the pipeline started"
         return self._producer
 
+    def parts(self) -> tuple[str, ...]:
+        """What runs in this process: `run` hands ingest and shards to worker children."""
+        if self.role == "run" and self.settings.workers > 0:
+            return ("sink",)
+        return ROLES[self.role]
+
     def _make_loops(self) -> list[LoopService]:
         common = {"settings": self.settings, "producer": self.producer, "stats": self.stats}
         loops: list[LoopService] = []
-        parts = ROLES[self.role]
+        parts = self.parts()
         if "ingest" in parts:
             loops.append(IngestService(**common, loop=self.loop, beacon=self.beacon))
         if "shards" in parts:
@@ -70,9 +78,14 @@ class Pipeline(mode.Service):
         self.loops = self._make_loops()
         for loop_service in self.loops:
             await self.add_runtime_dependency(loop_service)
+        if self.parts() != ROLES[self.role]:
+            self.workers = WorkerProcesses(self.settings, loop=self.loop, beacon=self.beacon)
+            await self.add_runtime_dependency(self.workers)
         self.ready.set()
 
     async def on_stop(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
         for loop_service in reversed(self.loops):
             await loop_service.stop()
         if self._producer is not None:
@@ -100,7 +113,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
     app = faust.App(
         f"{settings.group_prefix}-{role}",
         broker=f"kafka://{settings.kafka_bootstrap}",
-        datadir=str(settings.data_path / "faust" / role),
+        datadir=str(settings.data_path / "faust" / f"{role}-{settings.web_port}"),
         store="rocksdict://",
         web_port=settings.web_port,
         web_bind="127.0.0.1",

@@ -157,6 +157,24 @@ def insert(client: Client, table: str, rows: list[dict[str, Any]]) -> int:
     return len(rows)
 
 
+# JSON lines carry event fields by name: extra fields are skipped, nulls become defaults,
+# RFC 3339 timestamps with offsets are parsed as such.
+JSON_LINES_SETTINGS = {
+    "input_format_skip_unknown_fields": 1,
+    "input_format_null_as_default": 1,
+    "date_time_input_format": "best_effort",
+}
+
+
+def insert_json_lines(client: Client, table: str, body: bytes) -> None:
+    """Insert newline-separated JSON objects (JSONEachRow), parsed by ClickHouse in C++."""
+    if body:
+        _check_identifier(table)
+        with _reachable(client.uri):
+            client.raw_insert(table, insert_block=body, settings=JSON_LINES_SETTINGS,
+                              fmt="JSONEachRow")  # fmt: skip
+
+
 def _columns(client: Client, table: str) -> list[_Column]:
     _check_identifier(table)
     with _reachable(client.uri):

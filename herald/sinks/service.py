@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -22,37 +22,41 @@ from clickhouse_connect.driver.client import Client
 
 from herald import topics
 from herald.sinks import clickhouse
+from herald.streams.packing import event_lines
 from herald.streams.service import RETRY_S, LoopService
 
 log = logging.getLogger(__name__)
 
 Rows = dict[str, list[dict[str, Any]]]
-RAW_FIELDS = ("user_id", "channel", "region", "error_code", "action_id")
 
 
-def raw_event_row(event: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    row = {name: event.get(name) or "" for name in RAW_FIELDS}
-    row.update(
-        tenant_id=event["tenant_id"], event_id=event["event_id"], topic=event["topic"],
-        type=event["type"], broadcast_id=event["broadcast_id"], occurred_at=event["ts"],
-        attempt=event.get("attempt") or 0, latency_ms=event.get("latency_ms"),
-        payload=orjson.dumps(event).decode(), ingested_at=now_ms,
-    )  # fmt: skip
-    return row
+@dataclass
+class Batch:
+    """One poll's worth of sink input: snapshot rows per table, and raw events as JSON lines."""
+
+    rows: Rows = field(default_factory=lambda: defaultdict(list))
+    raw_events: list[bytes] = field(default_factory=list)
+
+    def add(self, topic: str, records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            if topic == topics.AGGREGATES:
+                doc = orjson.loads(record.value)
+                self.rows[doc["table"]].extend(doc["rows"])
+            elif topic == topics.INVALID:
+                self.rows["invalid_events"].append(orjson.loads(record.value))
+            else:
+                lines = event_lines(record.value)
+                if lines:
+                    self.raw_events.append(lines)
 
 
-def rows_of(records: Sequence[ConsumerRecord], topic: str, now_ms: int) -> Rows:
-    """Decode one partition's records into rows per ClickHouse table."""
-    rows: Rows = defaultdict(list)
-    for record in records:
-        doc = orjson.loads(record.value)
-        if topic == topics.AGGREGATES:
-            rows[doc["table"]].extend(doc["rows"])
-        elif topic == topics.INVALID:
-            rows["invalid_events"].append(doc)
-        elif "ev" in doc:
-            rows["events_raw"].extend(raw_event_row(ev, now_ms) for ev in doc["ev"])
-    return rows
+
+def write_batch(client: Client, batch: Batch) -> int:
+    """Insert everything (idempotent: run it again after a failure); returns rows written."""
+    written = sum(clickhouse.insert(client, t, r) for t, r in batch.rows.items())
+    if batch.raw_events:
+        clickhouse.insert_json_lines(client, "events_raw", b"\n".join(batch.raw_events))
+    return written
 
 
 class ClickHouseWriter:
@@ -96,21 +100,19 @@ class SinkService(LoopService):
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         if not any(batches.values()):
             return
-        now_ms = int(time.time() * 1000)
-        rows: Rows = defaultdict(list)
+        batch = Batch()
         for tp, records in batches.items():
-            for table, table_rows in rows_of(records, tp.topic, now_ms).items():
-                rows[table].extend(table_rows)
-        written = await self._insert_until_done(rows)
+            batch.add(tp.topic, records)
+        written = await self._insert_until_done(batch)
         await self.commit(batches)
         self.stats.add(rows_written=written)
 
-    async def _insert_until_done(self, rows: Rows) -> int:
+    async def _insert_until_done(self, batch: Batch) -> int:
         failures = 0
         while True:
             try:
-                return sum([await self.writer.run(clickhouse.insert, table, table_rows)
-                            for table, table_rows in rows.items()])  # fmt: skip
+                written: int = await self.writer.run(write_batch, batch)
+                return written
             except Exception as exc:  # any ClickHouse failure: keep the batch, retry later
                 delay = RETRY_S[min(failures, len(RETRY_S) - 1)]
                 log.warning("sink: ClickHouse insert failed (%s), retrying in %ss",

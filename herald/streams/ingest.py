@@ -26,6 +26,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from herald import topics
 from herald.config import Settings
+from herald.streams.packing import pack
 from herald.streams.service import LoopService
 from herald.streams.validate import InvalidEvent, check
 
@@ -98,8 +99,9 @@ class Router:
             by_shard.setdefault(shard, []).append(event)
             if event["ts"] > watermark:
                 watermark = event["ts"]
+        header = {"src": source_name, "wm": source.watermark}
         packed = [
-            (shard, orjson.dumps({"src": source_name, "wm": source.watermark, "ev": chunk}))
+            (shard, pack(header, chunk))
             for shard, events in by_shard.items()
             for chunk in _chunks(events)
         ]
@@ -112,7 +114,7 @@ class Router:
         """One message for every shard: each assigned partition's watermark and idleness."""
         beats = {name: [self.sources.setdefault(name, Source()).watermark, idle[name]]
                  for name in idle}  # fmt: skip
-        return orjson.dumps({"hb": beats})
+        return pack({"hb": beats})
 
 
 def _chunks(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from herald.config import RetryPolicy
+from herald.streams.packing import unpack
 from herald.tables import aggregates, lifecycle
 from herald.tables.store import HOUR_MS, OFFSET, WATERMARKS, Change, ShardStore, dedup_key
 from herald.tables.watermarks import Watermarks
@@ -66,21 +67,22 @@ class Shard:
     def apply(self, records: Iterable[tuple[int, bytes]]) -> Change:
         """Fold (offset, packed message) pairs in offset order; return what to persist."""
         change = Change()
-        messages = [(offset, orjson.loads(value)) for offset, value in records]
-        events = [ev for _, msg in messages for ev in msg.get("ev", ())]
+        messages = [(offset, *unpack(value)) for offset, value in records]
+        events = [ev for _, _, evs in messages for ev in evs]
         keys = [dedup_key(ev["tenant_id"], ev["event_id"], ev["ts"]) for ev in events]
         seen = self.store.first_seen(keys)
         new_ids: set[bytes] = set()
         position = 0
-        for offset, msg in messages:
-            if "hb" in msg:
-                for source, (watermark, idle) in msg["hb"].items():
+        for offset, header, evs in messages:
+            self.offset = offset + 1
+            if "hb" in header:
+                for source, (watermark, idle) in header["hb"].items():
                     self.watermarks.observe(source, watermark, idle)
                 continue
-            source = msg["src"]
-            self.watermarks.observe(source, msg["wm"])
+            source = header["src"]
+            self.watermarks.observe(source, header["wm"])
             watermark = self._table_watermark()
-            for ev in msg["ev"]:
+            for ev in evs:
                 key = keys[position]
                 if seen[position] is not None or key in new_ids:
                     self.counts["duplicates"] += 1
@@ -90,7 +92,6 @@ class Shard:
                     self._count(ev, watermark, change)
                     self.watermarks.advance(source, ev["ts"])
                 position += 1
-            self.offset = offset + 1
         self.counts["events_in"] += len(events)
         self._table_watermark()
         self._close_windows()

@@ -18,7 +18,7 @@ def producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         **settings.kafka_client_kwargs(),
         acks="all",
-        linger_ms=5,
+        linger_ms=0,  # messages are already batches of thousands of events
         max_batch_size=1024 * 1024,
         max_request_size=MAX_MESSAGE_BYTES,
         request_timeout_ms=30000,

@@ -105,7 +105,7 @@ def _measure_herald(herald: HeraldProcess, total: int) -> tuple[float, float]:
     """Events/s from the first visible rows to all of them, and CPU-s per million events."""
     start_count = wait_for(lambda: _visible(herald), 120, "the first rows", every_s=0.05)
     started, cpu_start = time.monotonic(), herald.cpu_seconds()
-    wait_for(lambda: _visible(herald) >= total, 600, f"all {total} events", every_s=0.1)
+    wait_for(lambda: _visible(herald) >= total, 600, f"all {total} events", every_s=1.0)
     seconds = time.monotonic() - started
     done = total - start_count
     cpu_per_million = (herald.cpu_seconds() - cpu_start) / done * 1e6

@@ -65,32 +65,48 @@ class ShardService(LoopService):
                 self.consumer.seek(tp, shard.offset)
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        changes = []
         for tp, records in batches.items():
             shard = self.shards.get(tp.partition)
             if shard is None or not records:
                 continue
             change = shard.apply((r.offset, r.value) for r in records)
-            await changelog.record(self.producer, shard.id, shard.store, change)
+            changes.append((shard.id, shard.store, change))
             shard.expire_dedup(self.settings.dedup_horizon_s * 1000)
             self.stats.add(**shard.take_counts())
-        # Committed offsets are only for lag monitoring: the stores hold the real positions.
-        await self.commit(batches)
+        await changelog.record(self.producer, changes)
         if time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval_s:
             await self._publish(list(self.shards.values()))
             self.stats.set_lag(self._lag())
+            # Committed offsets are only for lag monitoring: the stores hold the positions.
+            await self.commit_positions()
 
     async def _publish(self, shards: list[Shard]) -> None:
+        """Send the changed rows of `shards`; once Kafka has them, clear their marks."""
         self._last_snapshot = time.monotonic()
+        sent, published = [], []
         for shard in shards:
             rows, keys = shard.snapshot()
-            if not keys:
-                continue
-            await asyncio.gather(*[
-                await self.producer.send(topics.AGGREGATES, message, key=str(shard.id).encode())
-                for message in pack_rows(rows)
-            ])  # fmt: skip
+            if keys:
+                key = str(shard.id).encode()
+                sent += [await self.producer.send(topics.AGGREGATES, message, key=key)
+                         for message in pack_rows(rows)]  # fmt: skip
+                published.append((shard, keys))
+        await asyncio.gather(*sent)
+        for shard, keys in published:
             shard.published(keys)
-            await changelog.record(self.producer, shard.id, shard.store, shard.take_cleanup())
+        await changelog.record(
+            self.producer, [(s.id, s.store, s.take_cleanup()) for s, _ in published]
+        )
+
+    async def commit_positions(self) -> None:
+        offsets = {
+            tp: self.shards[tp.partition].offset
+            for tp in self.consumer.assignment()
+            if tp.partition in self.shards and self.shards[tp.partition].offset is not None
+        }
+        if offsets:
+            await self.consumer.commit(offsets)
 
     def _lag(self) -> int:
         lag = 0

@@ -21,14 +21,21 @@ from herald.tables.store import CHANGELOG, Change, ShardStore
 log = logging.getLogger(__name__)
 
 
-async def record(producer: AIOKafkaProducer, shard: int, store: ShardStore, change: Change) -> None:
-    """Persist a change: changelog first, then RocksDB with the changelog position."""
-    serialised = change.serialised()
-    sent = await producer.send_and_wait(
-        topics.CHANGELOG, change.encode(serialised), partition=shard
-    )
-    serialised[CHANGELOG] = orjson.dumps(sent.offset + 1)
-    store.write(change, serialised)
+async def record(
+    producer: AIOKafkaProducer, changes: list[tuple[int, ShardStore, Change]]
+) -> None:
+    """Persist changes of several shards: changelog first (all in flight at once), then each
+    RocksDB write with its changelog position."""
+    pending = []
+    for shard, store, change in changes:
+        serialised = change.serialised()
+        value = change.encode(serialised)
+        pending.append((store, change, serialised, await producer.send(
+            topics.CHANGELOG, value, partition=shard)))  # fmt: skip
+    for store, change, serialised, future in pending:
+        sent = await future
+        serialised[CHANGELOG] = orjson.dumps(sent.offset + 1)
+        store.write(change, serialised)
 
 
 async def restore(settings: Settings, shard: int, store: ShardStore) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -18,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from herald import kafka_admin, kafka_io, topics
 from herald.config import Settings
+from herald.dashboards.report import render_report
 from herald.processes import WorkerProcesses
 from herald.sinks import migrations
 from herald.sinks.service import ClickHouseWriter, SinkService
@@ -145,6 +147,20 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
             except Exception as exc:  # the analyst's SQL error, sent back as one line
                 return self.bytes(orjson.dumps({"error": str(exc).splitlines()[0]}), status=400)
             return self.bytes(result, content_type="application/octet-stream")
+
+
+    @app.page("/report")
+    class Report(faust.web.View):
+        """POST an output path (and ?tenant=): the process holding chDB writes the report."""
+
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            if pipeline.writer is None:
+                return self.error(404, "this process does not hold ClickHouse")
+            await pipeline.ready.wait()
+            path = Path((await self.read_request_content(request)).decode())
+            tenant = request.query.get("tenant") or None
+            written = await pipeline.writer.run(render_report, path, tenant)
+            return self.json({"path": str(written)})
 
 
 def _raw_query(client: Any, sql: str) -> bytes:

@@ -72,11 +72,16 @@ class HeraldProcess:
             raise HeraldError(f"herald {self.role} exited: {self.log_tail(3)}")
         return ask_running_process(self.settings, "SELECT 1 FORMAT TSV") is not None
 
-    def query(self, sql: str) -> list[dict[str, Any]]:
-        """Through the process's /query page only: opening chDB here would lock it."""
-        text = ask_running_process(self.settings, f"{sql} FORMAT JSONEachRow")
+    def ask(self, sql: str) -> str:
+        """The child's answer to SQL, in the format the SQL names."""
+        text = ask_running_process(self.settings, sql)
         if text is None:
             raise HeraldError(f"herald {self.role} does not answer: {self.log_tail(3)}")
+        return text
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        """Rows as dicts, through the child's /query page (opening chDB here would lock it)."""
+        text = self.ask(f"{sql} FORMAT JSONEachRow")
         return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 
     def kill(self) -> None:

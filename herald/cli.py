@@ -179,17 +179,22 @@ def produce(ctx: click.Context, files: tuple[Path, ...]) -> None:
 @main.command()
 @click.option("--rate", default=500.0, show_default=True, help="messages per second")
 @click.option("--duration", default=60.0, show_default=True, help="seconds")
-@click.option("--seed", default=7, show_default=True)
+@click.option("--seed", type=int, default=None, help="same seed, same events [default: new]")
 @click.option("--tenants", default=3, show_default=True)
 @click.option("--invalid", default=20, show_default=True, help="invalid messages per scenario")
 @click.pass_context
 @one_line_errors
 def simulate(
-    ctx: click.Context, rate: float, duration: float, seed: int, tenants: int, invalid: int
+    ctx: click.Context, rate: float, duration: float, seed: int | None, tenants: int, invalid: int
 ) -> None:
     """Realistic live load: tenants, regions, channels, offline users, failures, late events."""
+    import secrets
+
     from herald.simulate import Scenario, run_live
 
+    # A new seed per run by default: replaying a seed re-sends the same event ids (duplicates).
+    seed = secrets.randbits(31) if seed is None else seed
+    _say(f"seed {seed}")
     scenario = Scenario(seed=seed, tenants=tenants, invalid=invalid)
     counts = asyncio.run(run_live(_settings(ctx), rate, duration, _say, scenario))
     click.echo(" ".join(f"{topic}={n}" for topic, n in sorted(counts.items())))
@@ -232,3 +237,65 @@ def bench(events: int, freshness_seconds: float, as_json: bool) -> None:
     config = BenchConfig(events=events, freshness_s=freshness_seconds)
     result = run_bench(config, progress=_say)
     click.echo(orjson.dumps(result).decode() if as_json else render(result))
+
+
+# -- dashboards and report -------------------------------------------------------------------
+
+
+@main.group()
+def dashboards() -> None:
+    """Grafana dashboards and provisioning (grafana-clickhouse-datasource)."""
+
+
+@dashboards.command("export")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path), default="dashboards")
+@one_line_errors
+def dashboards_export(out_dir: Path) -> None:
+    """Write provisioning files and dashboard JSON into OUT_DIR."""
+    from herald.dashboards.provisioning import export_dashboards
+
+    for path in export_dashboards(out_dir):
+        click.echo(path)
+
+
+@dashboards.command("push")
+@click.option("--url", required=True, help="Grafana URL, e.g. http://admin:admin@localhost:3000")
+@click.option("--token", default=None, help="Grafana service account token")
+@click.option("--clickhouse-host", default=None, help="ClickHouse host as Grafana reaches it")
+@click.pass_context
+@one_line_errors
+def dashboards_push(ctx: click.Context, url: str, token: str | None,
+                    clickhouse_host: str | None) -> None:  # fmt: skip
+    """Create or update the data source and dashboards through the Grafana HTTP API."""
+    from herald.dashboards.push import push_dashboards
+
+    settings = _settings(ctx)
+    click.echo(push_dashboards(url, token, clickhouse_dsn=settings.dsn,
+                               clickhouse_host=clickhouse_host))  # fmt: skip
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html",
+              show_default=True)  # fmt: skip
+@click.option("--tenant", default=None, help="only this tenant")
+@click.pass_context
+@one_line_errors
+def report(ctx: click.Context, out: Path, tenant: str | None) -> None:
+    """The dashboards' panels as one self-contained HTML file."""
+    from herald.query import write_report
+
+    click.echo(write_report(_settings(ctx), out, tenant))
+
+
+@main.command()
+@click.option("--duration", default=60.0, show_default=True, help="seconds of simulated load")
+@click.option("--rate", default=1500.0, show_default=True, help="messages per second")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="report.html",
+              show_default=True)  # fmt: skip
+@click.pass_context
+@one_line_errors
+def demo(ctx: click.Context, duration: float, rate: float, out: Path) -> None:
+    """From nothing to numbers: local Kafka, embedded ClickHouse, a simulated load, a report."""
+    from herald.demo import run_demo
+
+    click.echo(run_demo(_settings(ctx), duration, rate, out, progress=_say))

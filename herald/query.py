@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import orjson
 
@@ -42,8 +44,13 @@ def run_query(settings: Settings, sql: str) -> str:
 
 def ask_running_process(settings: Settings, sql: str) -> str | None:
     """The answer of the running `herald run`, or None when none listens."""
-    url = f"http://127.0.0.1:{settings.web_port}/query"
-    request = urllib.request.Request(url, data=sql.encode(), method="POST")
+    return post_to_running_process(settings, "/query", sql.encode())
+
+
+def post_to_running_process(settings: Settings, page: str, body: bytes) -> str | None:
+    """POST to a page of the running `herald run`; None when no such process listens."""
+    url = f"http://127.0.0.1:{settings.web_port}{page}"
+    request = urllib.request.Request(url, data=body, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return bytes(response.read()).decode()
@@ -56,3 +63,19 @@ def ask_running_process(settings: Settings, sql: str) -> str | None:
         raise HeraldError(message) from None
     except (urllib.error.URLError, ConnectionError):
         return None
+
+
+def write_report(settings: Settings, path: Path, tenant: str | None = None) -> Path:
+    """`herald report`: by the running process in embedded mode, else here."""
+    path = path.resolve()
+    if settings.embedded_clickhouse:
+        page = "/report" + (f"?tenant={urllib.parse.quote(tenant)}" if tenant else "")
+        if post_to_running_process(settings, page, str(path).encode()) is not None:
+            return path
+    from herald.dashboards.report import render_report
+
+    client = clickhouse.connect(settings.dsn)
+    try:
+        return render_report(client, path, tenant)
+    finally:
+        client.close()

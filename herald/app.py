@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,9 @@ def create_app(settings: Settings, role: str) -> faust.App:
         web_bind="127.0.0.1",
         web_enabled=True,
         topic_replication_factor=1,
+        # Static membership, as for Herald's own consumers: a restarted worker is back at once.
+        consumer_group_instance_id=f"faust-{socket.gethostname()}-{settings.web_port}",
+        broker_session_timeout=10,
     )
     pipeline = Pipeline(settings, role)
     app.service(pipeline)  # type: ignore[arg-type]  # Faust accepts instances too

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from clickhouse_connect.driver import Client
 
 from herald import local_kafka
 
@@ -23,3 +27,58 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         local_kafka.stop(data_dir)
+
+
+@pytest.fixture(scope="session")
+def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ClickHouse data written by the real pipeline: a fresh broker, a simulated hour of
+    traffic produced to it, `herald run` until every count is in, then everything stopped.
+    Returns the chDB directory (free to open: no process holds it any more)."""
+    from herald import kafka_admin
+    from herald.config import Settings
+    from herald.produce import produce_events
+    from herald.simulate import Scenario, expected_totals, generate
+    from tests.harness import Herald, wait_for
+
+    work = tmp_path_factory.mktemp("pipeline")
+    broker = local_kafka.start(work / "broker", port=local_kafka.free_port())
+    try:
+        # The last hour: pipeline health is kept by wall-clock minute, and its panels must
+        # share the time range of the event-time data.
+        start_ms = (int(time.time()) // 60 - 60) * 60_000
+        messages = generate(Scenario(start_ms=start_ms, duration_s=3600, broadcasts=24,
+                                     invalid=12))  # fmt: skip
+        settings = Settings(kafka_bootstrap=broker.bootstrap)
+        asyncio.run(kafka_admin.ensure_topics(settings, kafka_admin.herald_topics(settings)))
+        asyncio.run(produce_events(settings, messages))
+        delivered = expected_totals(messages).grand_total()["delivered"]
+        herald = Herald(work / "herald", broker.bootstrap, idle_partition_s=2).start()
+        try:
+            wait_for(
+                lambda: herald.query("SELECT sum(delivered) AS n FROM broadcast_summary")[0]["n"]
+                == delivered,
+                120,
+                "the pipeline to count every delivery",
+            )
+        finally:
+            herald.stop()
+    finally:
+        local_kafka.stop(work / "broker")
+    return work / "herald" / "clickhouse"
+
+
+@pytest.fixture(scope="module")
+def pipeline_clickhouse(pipeline_clickhouse_dir: Path) -> Iterator[Client]:
+    """A client on the pipeline's ClickHouse, opened per module (chDB allows one path per
+    process at a time, so modules take turns). Escalations and retries are not produced by the
+    pipeline yet (SPEC §3, §5 are later work): sample rows stand in for those two tables only."""
+    from herald.sinks.clickhouse import connect
+    from tests.test_dashboards_data import sample_escalations_and_retries
+
+    client = connect(f"chdb://{pipeline_clickhouse_dir}")
+    try:
+        if not client.query("SELECT count() FROM escalations").result_rows[0][0]:
+            sample_escalations_and_retries(client)
+        yield client
+    finally:
+        client.close()

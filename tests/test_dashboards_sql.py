@@ -9,8 +9,7 @@ needs (herald.dashboards.model documents the conventions).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 from clickhouse_connect.driver import Client
@@ -26,19 +25,12 @@ from herald.dashboards.runner import (
     resolve_variables,
     run_sql,
 )
-from tests.test_dashboards_data import open_filled_chdb
 
 
 @pytest.fixture(scope="module")
-def dashboard_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """ClickHouse holding data in Herald's schema.
-
-    To run on the real pipeline's output instead, take the `pipeline_clickhouse` fixture here:
-    `yield pipeline_clickhouse` (and drop the two lines that open and close the sample).
-    """
-    client, _ = open_filled_chdb(Path(tmp_path_factory.mktemp("dashboards")) / "clickhouse")
-    yield client
-    client.close()
+def dashboard_client(pipeline_clickhouse: Client) -> Client:
+    """ClickHouse filled by the real pipeline from a simulated hour (tests/conftest.py)."""
+    return pipeline_clickhouse
 
 
 MODES = ("all", "multi", "single")

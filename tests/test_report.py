@@ -24,7 +24,6 @@ from clickhouse_connect.driver import Client
 from herald.dashboards import render_report
 from herald.dashboards.boards import DASHBOARDS
 from herald.local_kafka import free_port
-from tests.test_dashboards_data import open_filled_chdb
 
 REPO = Path(__file__).resolve().parent.parent
 # Set HERALD_UPDATE_SCREENSHOT=1 to refresh the screenshot kept in the docs.
@@ -45,14 +44,9 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def report_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    """ClickHouse holding data in Herald's schema.
-
-    To render the real pipeline's output instead, take the `pipeline_clickhouse` fixture here.
-    """
-    client, _ = open_filled_chdb(tmp_path_factory.mktemp("report") / "clickhouse")
-    yield client
-    client.close()
+def report_client(pipeline_clickhouse: Client) -> Client:
+    """ClickHouse filled by the real pipeline from a simulated hour (tests/conftest.py)."""
+    return pipeline_clickhouse
 
 
 @pytest.fixture(scope="module")

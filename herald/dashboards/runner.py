@@ -36,13 +36,18 @@ def run_sql(client: Client, sql: str) -> Frame:
 
 
 def data_time_range(client: Client) -> tuple[datetime, datetime]:
-    """The event-time span of the stats, padded by a minute each side (now-1h..now if empty).
+    """The event-time span of the stats, padded by a minute each side (now-1h..now if empty),
+    and stretched to the newest pipeline-health minute (kept by wall clock) when that is later
+    but within a day, as Grafana's "last N hours" would show both.
 
     Reports and tests use it so replayed data from last month shows as well as live data.
     """
     lo, hi, count = client.query(
         "SELECT min(window_start), max(window_start), count() FROM region_stats_1m"
     ).result_rows[0]
+    newest = client.query("SELECT max(window_start) FROM pipeline_stats_1m").result_rows[0][0]
+    if count and timedelta(0) < newest - hi < timedelta(days=1):
+        hi = newest
     if not count:
         now = datetime.now(UTC).replace(microsecond=0)
         return now - timedelta(hours=1), now

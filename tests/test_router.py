@@ -111,17 +111,7 @@ def test_watermarks_are_per_partition() -> None:
         (b'{"tenant_id": "acme", "oops"', "JSON", ""),
         (b"\xff\xfe not utf-8", "UTF-8", ""),
         (b'["a", "list"]', "object", ""),
-        pytest.param(
-            None,
-            "no value",
-            "",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Router.route passes `record.value or b''` to check (ingest.py:94), so a "
-                "tombstone is reported as 'not valid UTF-8 JSON: ... zero-length' instead of "
-                "check's 'message has no value'",
-            ),
-        ),
+        (None, "no value", ""),
     ],
 )
 def test_invalid_records_keep_source_raw_bytes_and_a_readable_error(

@@ -421,23 +421,12 @@ def test_shard_lifecycle_rows_in_either_order(tmp_path: Path) -> None:
             fed.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle.apply breaks event-time ties by arrival (`ts >= status_ts`): created and "
-    "sent at the same millisecond give status 'sent' or 'created' depending on order",
-)
 def test_lifecycle_status_with_equal_event_times_is_independent_of_order() -> None:
     created = announce("created", T0, priority="high")
     sent = announce("sent", T0)
     assert fold([created, sent]) == fold([sent, created])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lifecycle.apply takes all descriptive fields from the highest-ranked event only: "
-    "an `updated` that arrives before `created` hides created's content_format, "
-    "ack_deadline_s and targeting (they are not filled in from lower-ranked events)",
-)
 def test_lifecycle_partial_update_is_independent_of_order() -> None:
     created = announce("created", T0, **DESCRIBED)
     updated = announce("updated", T0 + MIN, title="Hello again")

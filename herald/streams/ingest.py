@@ -91,7 +91,7 @@ class Router:
         watermark = source.watermark
         for record in records:
             try:
-                event = check(topic, record.value or b"")
+                event = check(topic, record.value)
             except InvalidEvent as exc:
                 invalid.append(invalid_record(record, str(exc)))
                 continue

@@ -16,6 +16,9 @@ MILESTONES = {
     "completed": "completed_at",
     "cancelled": "cancelled_at",
 }
+# Ties in event time go to the later stage.
+STAGES = {"created": 0, "scheduled": 1, "updated": 2, "sent": 3, "expired": 4, "completed": 5,
+          "cancelled": 6}  # fmt: skip
 # Descriptive fields that `created` and `updated` events may set.
 DESCRIPTIVE = ("priority", "channels", "target_count", "content_format", "language",
                "ack_deadline_s", "title")  # fmt: skip
@@ -26,8 +29,8 @@ def new(tenant_id: str, broadcast_id: str) -> dict[str, Any]:
         "tenant_id": tenant_id,
         "broadcast_id": broadcast_id,
         "status": "",
-        "status_ts": -1,
-        "fields_rank": [-1, -1],
+        "status_rank": [-1, -1],
+        "field_ranks": {},
         "priority": "normal",
         "channels": [],
         "target_count": 0,
@@ -43,33 +46,34 @@ def new(tenant_id: str, broadcast_id: str) -> dict[str, Any]:
 
 
 def apply(state: dict[str, Any], event: dict[str, Any]) -> None:
-    """Fold one `broadcasts` event into the lifecycle state."""
+    """Fold one `broadcasts` event into the lifecycle state, in any arrival order."""
     ts = event["ts"]
-    if ts >= state["status_ts"]:
-        state["status"], state["status_ts"] = event["type"], ts
+    # Equal event times are broken by lifecycle stage, not by arrival.
+    stage = [ts, STAGES[event["type"]]]
+    if stage >= state["status_rank"]:
+        state["status"], state["status_rank"] = event["type"], stage
     milestone = MILESTONES.get(event["type"])
     if milestone and (state[milestone] is None or ts < state[milestone]):
         state[milestone] = ts  # the first time it happened
-    # Defaults are applied at validation, so a bare `sent` event says "priority normal" too:
-    # descriptive fields come from `created`/`updated` events, others only fill in the gaps.
+    # Each field is the latest value given, by event time; `created`/`updated` outrank the
+    # others, because defaults are applied at validation and a bare `sent` says "normal" too.
     rank = [1 if event["type"] in ("created", "updated") else 0, ts]
-    if rank >= state["fields_rank"]:
-        state["fields_rank"] = rank
-        _set_fields(state, event)
+    ranks = state["field_ranks"]
+    for name, value in _given(event).items():
+        if rank >= ranks.get(name, [-1, -1]):
+            state[name], ranks[name] = value, rank
 
 
-def _set_fields(state: dict[str, Any], event: dict[str, Any]) -> None:
-    for name in DESCRIPTIVE:
-        value = event.get(name)
-        if value is not None:
-            state[name] = value
-    if event.get("expires_ts") is not None:
-        state["expires_at"] = event["expires_ts"]
+def _given(event: dict[str, Any]) -> dict[str, Any]:
+    """The descriptive fields this event carries a value for."""
+    given = {name: event.get(name) for name in DESCRIPTIVE}
+    given["expires_at"] = event.get("expires_ts")
     targeting = event.get("targeting")
     if targeting:
-        state["targeting_mode"] = targeting.get("mode", "")
-        state["segment"] = targeting.get("segment") or ""
+        given["targeting_mode"] = targeting.get("mode", "")
+        given["segment"] = targeting.get("segment") or ""
+    return {k: v for k, v in given.items() if v is not None and v != []}
 
 
 def to_row(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k not in ("status_ts", "fields_rank")}
+    return {k: v for k, v in state.items() if k not in ("status_rank", "field_ranks")}

@@ -1,0 +1,36 @@
+# The two commands of the README. Each installs what it needs first (idempotent, fast when done).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install demo test lint bench browser
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(VENV)/bin/herald demo
+
+# Headless Chromium for the report's browser test (Debian packages; skipped where apt is absent).
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "chromium not installed: the report's browser test will be skipped"; }
+
+test: install browser
+	$(PY) -m ruff check herald tests
+	$(PY) -m mypy herald
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check herald tests
+	$(PY) -m mypy herald
+
+bench: install
+	$(VENV)/bin/herald bench

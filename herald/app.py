@@ -114,7 +114,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
     """A Faust app running Herald's `role` (worker, sink or run)."""
     (settings.data_path / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"{settings.group_prefix}-{role}",
+        f"{settings.group_prefix}-faust-{role}",  # not a group name of the batch services
         broker=f"kafka://{settings.kafka_bootstrap}",
         datadir=str(settings.data_path / "faust" / f"{role}-{settings.web_port}"),
         store="rocksdict://",

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +72,8 @@ class HeraldProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise HeraldError(f"herald {self.role} exited: {self.log_tail(3)}")
+        if self.role == "worker":  # holds no ClickHouse: its web server answering is enough
+            return _health(self.settings.web_port)
         return ask_running_process(self.settings, "SELECT 1 FORMAT TSV") is not None
 
     def ask(self, sql: str) -> str:
@@ -115,3 +119,11 @@ def _tree_cpu(pid: int) -> float:
         return 0.0
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(_tree_cpu(int(child)) for child in children)
+
+
+def _health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from herald import kafka_admin, local_kafka
+from herald import kafka_admin, local_kafka, topics
 from herald.config import Settings
 from herald.simulate import Scenario, SimEvent, Totals, expected_totals, generate
 from herald.tables.aggregates import COUNTERS
@@ -218,3 +218,35 @@ def test_replay_into_fresh_deployment_gives_identical_tables(tmp_path: Path) -> 
         finally:
             local_kafka.stop(data_dir / "broker")
     assert tables[0] == tables[1]
+
+
+def test_worker_and_sink_as_separate_processes_sink_catches_up(broker: str, tmp_path: Path) -> None:
+    """Scale-out roles: the worker never talks to ClickHouse, so it processes everything while
+    no sink runs (a ClickHouse outage); a sink started afterwards catches up exactly."""
+    messages = generate(Scenario(seed=13, invalid=10))
+    totals = expected_totals(messages)
+    produce(broker, messages)
+    worker = Herald(tmp_path / "w", broker, role="worker").start()
+    try:
+        sink = Herald(tmp_path / "s", broker, role="sink")
+        wait_for(lambda: _aggregates_end(broker) > 0, 60, "the worker publishing snapshot rows")
+        sink.start()
+        try:
+            assert_exact(sink, totals)
+        finally:
+            sink.stop()
+    finally:
+        worker.stop()
+
+
+def _aggregates_end(bootstrap: str) -> int:
+    async def end() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topics.AGGREGATES, p) for p in range(PARTITIONS)]
+            return sum((await consumer.end_offsets(parts)).values())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(end())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -38,6 +39,10 @@ def one_line_errors(func: F) -> F:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Herald: exact, fast stream analytics for broadcast notifications."""
+    # Clients log transient conditions they retry themselves (a partition leader moving, an
+    # unreachable server we report in one line): keep those out of the command's output.
+    for noisy in ("aiokafka", "clickhouse_connect"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     ctx.obj = Settings()
 
 
@@ -170,9 +175,16 @@ def sink(ctx: click.Context) -> None:
 @one_line_errors
 def produce(ctx: click.Context, files: tuple[Path, ...]) -> None:
     """Replay NDJSON lines {"topic": T, "key": K?, "value": V} into Kafka."""
+    from herald import kafka_admin
     from herald.produce import produce_files
 
-    sent = asyncio.run(produce_files(_settings(ctx), list(files), progress=_say))
+    settings = _settings(ctx)
+
+    async def replay() -> int:
+        await kafka_admin.ensure_topics(settings, kafka_admin.herald_topics(settings))
+        return await produce_files(settings, list(files), progress=_say)
+
+    sent = asyncio.run(replay())
     click.echo(f"{sent} messages produced")
 
 

@@ -137,33 +137,45 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return self.json({"role": pipeline.role, "ok": True})
 
+    class ClickHousePage(faust.web.View):
+        """A POST answered by the process that holds ClickHouse (chDB: one per data dir);
+        errors come back as one line."""
+
+        async def post(self, request: faust.web.Request) -> faust.web.Response:
+            writer = pipeline.writer
+            if writer is None:
+                return self.error(404, "this process does not hold ClickHouse")
+            await pipeline.ready.wait()
+            body = (await self.read_request_content(request)).decode()
+            try:
+                return await self.answer(writer, body, request)
+            except Exception as exc:  # the caller's SQL or path was wrong
+                return self.bytes(orjson.dumps({"error": str(exc).splitlines()[0]}), status=400)
+
+        async def answer(
+            self, writer: ClickHouseWriter, body: str, request: faust.web.Request
+        ) -> faust.web.Response:
+            raise NotImplementedError
+
     @app.page("/query")
-    class Query(faust.web.View):
+    class Query(ClickHousePage):
         """POST SQL, get ClickHouse's answer in the format the SQL names."""
 
-        async def post(self, request: faust.web.Request) -> faust.web.Response:
-            if pipeline.writer is None:
-                return self.error(404, "this process does not hold ClickHouse")
-            await pipeline.ready.wait()
-            sql = (await self.read_request_content(request)).decode()
-            try:
-                result = await pipeline.writer.run(_raw_query, sql)
-            except Exception as exc:  # the analyst's SQL error, sent back as one line
-                return self.bytes(orjson.dumps({"error": str(exc).splitlines()[0]}), status=400)
+        async def answer(
+            self, writer: ClickHouseWriter, body: str, request: faust.web.Request
+        ) -> faust.web.Response:
+            result = await writer.run(_raw_query, body)
             return self.bytes(result, content_type="application/octet-stream")
 
-
     @app.page("/report")
-    class Report(faust.web.View):
-        """POST an output path (and ?tenant=): the process holding chDB writes the report."""
+    class Report(ClickHousePage):
+        """POST an output path (and ?tenant=): this process writes the HTML report there."""
 
-        async def post(self, request: faust.web.Request) -> faust.web.Response:
-            if pipeline.writer is None:
-                return self.error(404, "this process does not hold ClickHouse")
-            await pipeline.ready.wait()
-            path = Path((await self.read_request_content(request)).decode())
+        async def answer(
+            self, writer: ClickHouseWriter, body: str, request: faust.web.Request
+        ) -> faust.web.Response:
             tenant = request.query.get("tenant") or None
-            written = await pipeline.writer.run(render_report, path, tenant)
+            written = await writer.run(render_report, Path(body), tenant)
             return self.json({"path": str(written)})
 
 

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     clickhouse_dsn: str | None = Field(
         None, description="chdb:///abs/path (default: <data_dir>/clickhouse) or http://u:p@host:8123"
     )
+    connect_timeout_s: float = Field(30.0, description="how long to wait for Kafka at start")
     partitions: int = Field(4, description="partitions of the input topics Herald creates")
     shards: int = Field(4, description="partitions of herald.events (aggregation shards)")
     grace_s: int = Field(600, description="lateness accepted after a window ends")

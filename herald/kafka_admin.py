@@ -93,9 +93,11 @@ async def wait_for_broker(
 
 
 async def ensure_topics(
-    settings: Settings, specs: dict[str, TopicSpec], timeout_s: float = 30.0
+    settings: Settings, specs: dict[str, TopicSpec], timeout_s: float | None = None
 ) -> None:
-    """Create the missing topics of `specs`, then wait until every partition has a leader."""
+    """Create the missing topics of `specs`, then wait until every partition has a leader.
+    Gives up after `timeout_s` (default HERALD_CONNECT_TIMEOUT_S)."""
+    timeout_s = settings.connect_timeout_s if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     await wait_for_broker(settings, timeout_s)
     async with _admin(settings) as admin:

@@ -23,6 +23,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
+from herald.kafka_admin import wait_for_broker
 
 Progress = Callable[[str], None]
 
@@ -51,6 +52,7 @@ async def open_producer(settings: Settings, **overrides: Any) -> AsyncIterator[A
         "max_batch_size": _BATCH_BYTES,
         "request_timeout_ms": 30_000,
     }
+    await wait_for_broker(settings, settings.connect_timeout_s)  # one line, after retries
     producer = AIOKafkaProducer(**{**kwargs, **overrides})
     try:
         await producer.start()

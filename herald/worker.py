@@ -12,12 +12,10 @@ from herald.app import ROLES, create_app
 from herald.config import Settings
 from herald.sinks import clickhouse
 
-STARTUP_WAIT_S = 30.0
-
 
 def preflight(settings: Settings, role: str) -> None:
     """Fail with one line now, rather than with a traceback from inside the worker."""
-    asyncio.run(kafka_admin.wait_for_broker(settings, STARTUP_WAIT_S))
+    asyncio.run(kafka_admin.wait_for_broker(settings, settings.connect_timeout_s))
     if "sink" in ROLES[role]:
         clickhouse.connect(settings.dsn).close()
 

@@ -88,6 +88,7 @@ class ClickHouseWriter:
 
 class SinkService(LoopService):
     group = "sink"
+    fetch_wait_ms = 250  # each insert has a fixed cost (a part, later merges): fewer, larger
 
     def __init__(self, *args: Any, writer: ClickHouseWriter, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

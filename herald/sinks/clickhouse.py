@@ -167,7 +167,7 @@ JSON_LINES_SETTINGS = {
 
 
 def insert_json_lines(client: Client, table: str, body: bytes) -> None:
-    """Insert newline-separated JSON objects (JSONEachRow), parsed by ClickHouse in C++."""
+    """Insert JSON objects separated by newlines or commas (JSONEachRow), parsed in C++."""
     if body:
         _check_identifier(table)
         with _reachable(client.uri):

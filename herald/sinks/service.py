@@ -22,7 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 from herald import topics
 from herald.sinks import clickhouse
-from herald.streams.packing import event_lines
+from herald.streams.packing import event_rows
 from herald.streams.service import RETRY_S, LoopService
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ Rows = dict[str, list[dict[str, Any]]]
 
 @dataclass
 class Batch:
-    """One poll's worth of sink input: snapshot rows per table, and raw events as JSON lines."""
+    """One poll's worth of sink input: snapshot rows per table, and raw events as JSON."""
 
     rows: Rows = field(default_factory=lambda: defaultdict(list))
     raw_events: list[bytes] = field(default_factory=list)
@@ -45,9 +45,9 @@ class Batch:
             elif topic == topics.INVALID:
                 self.rows["invalid_events"].append(orjson.loads(record.value))
             else:
-                lines = event_lines(record.value)
-                if lines:
-                    self.raw_events.append(lines)
+                events = event_rows(record.value)
+                if events:
+                    self.raw_events.append(events)
 
 
 
@@ -55,7 +55,7 @@ def write_batch(client: Client, batch: Batch) -> int:
     """Insert everything (idempotent: run it again after a failure); returns rows written."""
     written = sum(clickhouse.insert(client, t, r) for t, r in batch.rows.items())
     if batch.raw_events:
-        clickhouse.insert_json_lines(client, "events_raw", b"\n".join(batch.raw_events))
+        clickhouse.insert_json_lines(client, "events_raw", b",\n".join(batch.raw_events))
     return written
 
 
@@ -88,6 +88,7 @@ class ClickHouseWriter:
 
 class SinkService(LoopService):
     group = "sink"
+    fetch_wait_ms = 250  # each insert has a fixed cost (a part, later merges): fewer, larger
 
     def __init__(self, *args: Any, writer: ClickHouseWriter, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

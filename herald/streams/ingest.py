@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import time
 import zlib
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from herald import topics
 from herald.config import Settings
@@ -30,6 +32,7 @@ from herald.streams.packing import pack
 from herald.streams.service import LoopService
 from herald.streams.validate import InvalidEvent, check
 
+log = logging.getLogger(__name__)
 CHUNK = 2000  # events per packed message: ~700 kB, under Kafka's default 1 MB
 HEARTBEAT_S = 1.0
 
@@ -122,7 +125,12 @@ def _chunks(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 class IngestService(LoopService):
-    """Consumes the three input topics in batches and feeds `herald.events`."""
+    """Consumes the three input topics in batches and feeds `herald.events`.
+
+    One batch stays in flight: while the broker acknowledges batch N, batch N+1 is validated
+    and routed. Input offsets are still committed only after their batch (and every batch
+    before it) is acknowledged.
+    """
 
     group = "ingest"
 
@@ -130,14 +138,63 @@ class IngestService(LoopService):
         super().__init__(settings, **kwargs)
         self.router = Router(settings.shards)
         self._last_heartbeat = 0.0
+        self._in_flight: asyncio.Future[None] | None = None
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._last_heartbeat = 0.0  # announce new partitions before their data
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Commit what was taken from these partitions while they are still ours; if that
+        # fails, the next owner starts from the last commit (shards deduplicate the replay).
+        try:
+            await self._drain()
+        except KafkaError as exc:
+            log.warning("ingest: batch in flight failed at rebalance (%s)", exc)
+
+    async def rewind(self) -> None:
+        """The batch in flight is part of what failed: drop it, resume from the last commit."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and not in_flight.cancel():
+            in_flight.exception()  # it already ended; a failure was reported by `process`
+        await super().rewind()
+
+    async def on_stop(self) -> None:
+        try:
+            await self._drain()
+        except KafkaError as exc:  # the next start resumes from the last commit
+            log.warning("ingest: batch in flight failed at stop (%s)", exc)
+        await super().on_stop()
 
     def topics(self) -> Sequence[str]:
         return topics.INPUT_TOPICS
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        sends = await self._send(batches)
+        previous = self._in_flight
+        self._in_flight = asyncio.ensure_future(self._commit_when_acked(previous, sends, batches))
+        if previous is not None:
+            await previous  # at most one batch in flight; its failure surfaces here
+
+    async def _drain(self) -> None:
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await in_flight
+
+    async def _commit_when_acked(
+        self,
+        previous: asyncio.Future[None] | None,
+        sends: list[asyncio.Future[Any]],
+        batches: dict[TopicPartition, list[ConsumerRecord]],
+    ) -> None:
+        if previous is not None:
+            await previous  # commits go in order
+        await asyncio.gather(*sends)
+        await self.commit(batches)
+
+    async def _send(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> list[asyncio.Future[Any]]:
+        """Route and hand everything to the producer; returns the acknowledgement futures."""
         sends = []
         # Heartbeats go first: a shard must know every partition before data from any of them
         # can move its watermark, or a slow partition's events would be judged late.
@@ -151,8 +208,7 @@ class IngestService(LoopService):
                 key = source_id(tp.topic, tp.partition).encode()
                 sends.append(await self.producer.send(topics.INVALID, orjson.dumps(doc), key=key))
             self.stats.add(events_in=len(records), invalid=len(invalid))
-        await asyncio.gather(*sends)
-        await self.commit(batches)
+        return sends
 
     async def _heartbeat(self) -> list[asyncio.Future]:
         self._last_heartbeat = now = time.monotonic()

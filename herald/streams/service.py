@@ -41,6 +41,8 @@ class LoopService(mode.Service):
     """Consume `topics()` in batches and hand each batch to `process`."""
 
     group: str = ""
+    # How long the broker may hold a fetch to fill it (kafka_io.consumer); 0: answer at once.
+    fetch_wait_ms: int = 0
 
     def __init__(
         self,
@@ -89,7 +91,7 @@ class LoopService(mode.Service):
 
     async def on_start(self) -> None:
         self._consumer = kafka_io.consumer(
-            self.settings, self.group, self.topics(), listener=_Listener(self)
+            self.settings, self.group, self.topics(), _Listener(self), self.fetch_wait_ms
         )
         await self._consumer.start()
 

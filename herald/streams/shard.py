@@ -57,6 +57,9 @@ class Shard:
         for key in self.aggs:
             self.windows[key[-1]].add(key)
         self.closed: set[Key] = set()
+        # (prefix, key) of values a batch changed, persisted once at its end: a hot window is
+        # updated thousands of times per batch, and encoding its key each time would dominate.
+        self._touched: set[tuple[bytes, Key]] = set()
         self.counts = {"events_in": 0, "duplicates": 0, "late_dropped": 0}
         self._cleanup = Change()
         self._expired_hour = -1
@@ -93,6 +96,7 @@ class Shard:
                     self.watermarks.advance(source, ev["ts"])
                 position += 1
         self.counts["events_in"] += len(events)
+        self._persist_touched(change)
         self._table_watermark()
         self._close_windows()
         change.put(OFFSET, self.offset)
@@ -121,7 +125,7 @@ class Shard:
         by_region = ("r", tenant, ev["region"], ev["channel"], start)
         for key in (by_broadcast, by_region):
             aggregates.apply(self._agg(key), ev, self.retry)
-            self._changed(b"a", key, self.aggs[key], change)
+            self._touched.add((b"a", key))
         if topic == ACKS and ev["type"] == "read":
             self._time_to_read(ev, (by_broadcast, by_region), change)
 
@@ -132,12 +136,15 @@ class Shard:
             self.windows[key[-1]].add(key)
         return agg
 
-    def _changed(self, prefix: bytes, key: Key, value: Any, change: Change) -> None:
-        encoded = encode_key(prefix, key)
-        change.put(encoded, value)
-        if encoded not in self.dirty:
-            self.dirty.add(encoded)
-            change.put(b"x" + encoded, 1)
+    def _persist_touched(self, change: Change) -> None:
+        """Put every value the batch changed, marked changed until published."""
+        for prefix, key in self._touched:
+            encoded = encode_key(prefix, key)
+            change.put(encoded, self.aggs[key] if prefix == b"a" else self.lifecycles[key])
+            if encoded not in self.dirty:
+                self.dirty.add(encoded)
+                change.put(b"x" + encoded, 1)
+        self._touched.clear()
 
     # -- lifecycle and time-to-read -------------------------------------------------------
 
@@ -147,7 +154,7 @@ class Shard:
         if state is None:
             state = self.lifecycles[key] = lifecycle.new(*key)
         lifecycle.apply(state, ev)
-        self._changed(b"l", key, state, change)
+        self._touched.add((b"l", key))
         if state["sent_at"] is not None and key in self.unread:
             self._flush_unread(key, state["sent_at"], change)
 
@@ -168,7 +175,7 @@ class Shard:
             for key in map(tuple, keys):
                 if key in self.aggs:  # a window already final keeps what it had
                     aggregates.add_time_to_read(self.aggs[key], max(read_ts - sent_at, 0))
-                    self._changed(b"a", key, self.aggs[key], change)
+                    self._touched.add((b"a", key))
         change.delete(encode_key(b"p", broadcast))
 
     # -- windows closing and snapshots ----------------------------------------------------

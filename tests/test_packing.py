@@ -1,0 +1,64 @@
+"""Packed `herald.events` messages: what shards decode, and what the sink hands to ClickHouse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+from clickhouse_connect.driver import Client
+
+from herald import topics
+from herald.sinks.clickhouse import connect
+from herald.sinks.migrations import migrate
+from herald.sinks.service import Batch, write_batch
+from herald.streams.packing import event_rows, pack, unpack
+from herald.streams.validate import check
+
+HEADER = {"src": "deliveries/0", "wm": 0}
+
+
+def delivery(i: int) -> dict[str, Any]:
+    raw = {"tenant_id": "acme", "event_id": f"e{i}", "broadcast_id": "b1",
+           "occurred_at": f"2026-11-23T10:00:00.{i:03d}Z", "schema_version": 1,
+           "type": "delivered", "user_id": 'u, "x"', "channel": "push", "region": "eu",
+           "latency_ms": 5}  # fmt: skip
+    return check(topics.DELIVERIES, orjson.dumps(raw))
+
+
+def record(offset: int, value: bytes) -> ConsumerRecord:
+    return ConsumerRecord(topics.EVENTS, 0, offset, 0, 0, None, value, None, 0, len(value), ())
+
+
+def test_unpack_returns_header_and_events() -> None:
+    events = [delivery(i) for i in range(3)]
+    assert unpack(pack(HEADER, events)) == (HEADER, events)
+
+
+def test_heartbeat_has_no_events() -> None:
+    beat = pack({"hb": {"deliveries/0": [5, True]}})
+    assert unpack(beat) == ({"hb": {"deliveries/0": [5, True]}}, [])
+    assert event_rows(beat) == b""
+
+
+@pytest.fixture(scope="module")
+def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    client = connect(f"chdb://{tmp_path_factory.mktemp('clickhouse').resolve()}")
+    try:
+        migrate(client)
+        yield client
+    finally:
+        client.close()
+
+
+def test_sink_inserts_the_events_of_several_messages(ch: Client) -> None:
+    events = [delivery(i) for i in range(5)]
+    batch = Batch()
+    batch.add(topics.EVENTS, [record(0, pack(HEADER, events[:2])),
+                              record(1, pack({"hb": {}})),
+                              record(2, pack(HEADER, events[2:]))])  # fmt: skip
+    write_batch(ch, batch)
+    stored = ch.query("SELECT event_id, user_id, latency_ms FROM events_raw ORDER BY event_id")
+    assert stored.result_rows == [(f"e{i}", 'u, "x"', 5.0) for i in range(5)]

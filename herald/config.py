@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     batch_max: int = Field(20000, description="max records per consumer batch")
     raw_events: bool = Field(True, description="store every valid event in events_raw")
     raw_ttl_days: int = Field(30, description="TTL of events_raw")
-    workers: int = Field(1, description="`herald run`: worker child processes (0: in-process)")
+    workers: int = Field(0, description="`herald run`: worker child processes (0: in-process)")
     web_port: int = Field(6066, description="worker web port (health, `herald query`)")
     group_prefix: str = Field("herald", description="prefix of consumer group ids")
     retry: dict[str, RetryPolicy] = Field(

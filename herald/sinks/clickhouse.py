@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -175,7 +176,21 @@ def insert_json_lines(client: Client, table: str, body: bytes) -> None:
                               fmt="JSONEachRow")  # fmt: skip
 
 
+# Column types per client and table, read once: the sink inserts every second, and asking
+# system.columns each time cost a query per table per batch.
+_COLUMNS: weakref.WeakKeyDictionary[Client, dict[str, list[_Column]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _columns(client: Client, table: str) -> list[_Column]:
+    known = _COLUMNS.setdefault(client, {})
+    if table not in known:
+        known[table] = _read_columns(client, table)
+    return known[table]
+
+
+def _read_columns(client: Client, table: str) -> list[_Column]:
     _check_identifier(table)
     with _reachable(client.uri):
         described = client.query(

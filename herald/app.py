@@ -92,7 +92,7 @@ class Pipeline(mode.Service):
         for loop_service in reversed(self.loops):
             await loop_service.stop()
         if self._producer is not None:
-            await self._publish_stats()
+            await self._publish_stats()  # the last counts, for whichever sink runs next
             await self._producer.stop()
         if self.writer is not None:
             self.writer.close()

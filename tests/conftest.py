@@ -60,6 +60,12 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 120,
                 "the pipeline to count every delivery",
             )
+            # Health rows are published every few seconds: the dashboards need them too.
+            wait_for(
+                lambda: herald.query("SELECT count() AS n FROM pipeline_stats_1m")[0]["n"] > 0,
+                60,
+                "pipeline health rows",
+            )
         finally:
             herald.stop()
     finally:

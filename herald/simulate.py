@@ -7,8 +7,8 @@ that come the adversarial parts, each a knob: duplicates (the same bytes again, 
 another Kafka key), out-of-order messages (late by at most `max_delay_s`, well inside the
 10-minute grace, so nothing may be dropped) and invalid messages of every kind.
 
-`expected_totals` recomputes, from the generated valid events alone, the counters Herald must
-report. `run_live` plays the same kind of traffic at a fixed rate with wall-clock event times.
+`herald.totals.expected_totals` recomputes what Herald must report from these messages.
+`run_live` plays the same kind of traffic at a fixed rate with wall-clock event times.
 """
 
 from __future__ import annotations
@@ -33,28 +33,18 @@ from herald.kafka_admin import ensure_topics, herald_topics
 from herald.produce import Batcher, Progress, SimEvent, open_producer, produce_events
 
 __all__ = [
-    "COUNTERS",
     "INVALID_KINDS",
     "Keying",
     "Scenario",
     "SimEvent",
-    "Totals",
-    "expected_totals",
     "generate",
     "produce_events",
     "run_live",
-    "window_start",
 ]
 
 Keying = Literal["broadcast", "user", "random", "none"]
 Counters = Counter[str]
 
-# SPEC §6: the counters of broadcast_stats_1m and region_stats_1m.
-COUNTERS = (
-    "queued", "attempted", "delivered", "failed", "pending", "expired",
-    "received", "read", "clicked", "dismissed", "responded",
-    "retries_scheduled", "dead_lettered",
-)  # fmt: skip
 TENANT_NAMES = (
     "acme", "globex", "initech", "umbrella", "hooli",
     "stark", "wayne", "wonka", "tyrell", "cyberdyne",
@@ -139,12 +129,6 @@ def rfc3339(ms: int, offset_min: int = 0) -> str:
         return text + "Z"
     sign, minutes = ("+" if offset_min > 0 else "-"), abs(offset_min)
     return f"{text}{sign}{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def window_start(occurred_at: str) -> datetime:
-    """The 1-minute event-time window of an RFC 3339 instant, UTC (SPEC §4)."""
-    instant = datetime.fromisoformat(occurred_at).astimezone(UTC)
-    return instant.replace(second=0, microsecond=0)
 
 
 # --- the traffic of one broadcast ------------------------------------------------------------
@@ -479,79 +463,6 @@ def _plan(sc: Scenario) -> list[_Item]:
 def generate(sc: Scenario) -> list[SimEvent]:
     """Every message of the scenario, in send order. Same scenario, same bytes."""
     return [_render(item, item.occurred_ms) for item in _plan(sc)]
-
-
-# --- expected results ------------------------------------------------------------------------
-
-
-@dataclass
-class Totals:
-    """What Herald must report for a set of messages (distinct valid events, SPEC §4, §6).
-
-    Minute keys are the UTC window start (`window_start`). Counter names are `COUNTERS`.
-    """
-
-    by_broadcast: dict[tuple[str, str], Counters] = field(default_factory=dict)
-    by_region: dict[tuple[str, str, str], Counters] = field(default_factory=dict)
-    by_broadcast_minute: dict[tuple[str, str, datetime], Counters] = field(default_factory=dict)
-    by_region_minute: dict[tuple[str, str, str, datetime], Counters] = field(default_factory=dict)
-    valid: int = 0  # distinct (tenant_id, event_id)
-    duplicates: int = 0  # valid messages beyond the first of their (tenant_id, event_id)
-    invalid: int = 0
-    messages: Counters = field(default_factory=Counter)  # per topic
-
-    def grand_total(self) -> Counters:
-        """All counters summed over every broadcast."""
-        total: Counters = Counter()
-        for counters in self.by_broadcast.values():
-            total.update(counters)
-        return total
-
-
-def _counter_names(event: dict[str, Any]) -> list[str]:
-    """The counters one delivery or ack event adds 1 to."""
-    names = [event["type"]]
-    if event["type"] == "failed":
-        max_attempts = DEFAULT_RETRY[event["channel"]].max_attempts
-        if event.get("retryable", True) is not False and event.get("attempt", 1) < max_attempts:
-            names.append("retries_scheduled")
-        else:
-            names.append("dead_lettered")
-    return names
-
-
-def expected_totals(events: list[SimEvent]) -> Totals:
-    """Recompute the totals from the generated messages (those with `event` are valid)."""
-    totals = Totals()
-    seen: set[tuple[str, str]] = set()
-    for msg in events:
-        totals.messages[msg.topic] += 1
-        event = msg.event
-        if event is None:
-            totals.invalid += 1
-            continue
-        identity = (event["tenant_id"], event["event_id"])
-        if identity in seen:
-            totals.duplicates += 1
-            continue
-        seen.add(identity)
-        totals.valid += 1
-        if msg.topic != topics.BROADCASTS:
-            _count(totals, event)
-    return totals
-
-
-def _count(totals: Totals, event: dict[str, Any]) -> None:
-    tenant, broadcast = event["tenant_id"], event["broadcast_id"]
-    region, channel = event["region"], event["channel"]
-    minute = window_start(event["occurred_at"])
-    for counters in (
-        totals.by_broadcast.setdefault((tenant, broadcast), Counter()),
-        totals.by_region.setdefault((tenant, region, channel), Counter()),
-        totals.by_broadcast_minute.setdefault((tenant, broadcast, minute), Counter()),
-        totals.by_region_minute.setdefault((tenant, region, channel, minute), Counter()),
-    ):
-        counters.update(_counter_names(event))
 
 
 # --- live traffic ----------------------------------------------------------------------------

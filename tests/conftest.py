@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests talk to a real Kafka broker, never a mock."""
+"""Shared fixtures. Tests talk to a real Kafka broker and a real chDB."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from herald import kafka_admin
     from herald.config import Settings
     from herald.produce import produce_events
-    from herald.simulate import Scenario, expected_totals, generate
+    from herald.simulate import Scenario, generate
+    from herald.totals import expected_totals
     from tests.harness import Herald, wait_for
 
     work = tmp_path_factory.mktemp("pipeline")

@@ -20,8 +20,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from herald import kafka_admin, local_kafka, topics
 from herald.config import Settings
-from herald.simulate import Scenario, SimEvent, Totals, expected_totals, generate
+from herald.simulate import Scenario, SimEvent, generate
 from herald.tables.aggregates import COUNTERS
+from herald.totals import Totals, expected_totals
 from tests.harness import Herald, wait_for
 
 pytestmark = pytest.mark.slow

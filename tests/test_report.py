@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver import Client
 
+from herald.child import wait_for
 from herald.dashboards import render_report
 from herald.dashboards.boards import DASHBOARDS
 from herald.local_kafka import free_port
@@ -119,14 +120,13 @@ class WebDriver:
         self.session = f"/session/{answer['sessionId']}"
 
     def _wait_ready(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            try:
-                if self._call("GET", "/status")["ready"]:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)  # polling chromedriver's start-up, bounded by the deadline
-        raise AssertionError("chromedriver did not start within 30 s")
+        wait_for(self._ready, deadline - time.monotonic(), "chromedriver to start", every_s=0.2)
+
+    def _ready(self) -> bool:
+        try:
+            return bool(self._call("GET", "/status")["ready"])
+        except OSError:
+            return False
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

@@ -27,17 +27,9 @@ from herald.contracts import TYPES
 from herald.errors import HeraldError
 from herald.kafka_admin import TopicSpec, ensure_topics
 from herald.produce import SimEvent, produce_events, produce_files
-from herald.simulate import (
-    INVALID_KINDS,
-    Keying,
-    Scenario,
-    expected_totals,
-    generate,
-    rfc3339,
-    run_live,
-    window_start,
-)
+from herald.simulate import INVALID_KINDS, Keying, Scenario, generate, rfc3339, run_live
 from herald.streams.validate import InvalidEvent, check
+from herald.totals import expected_totals, window_start
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 

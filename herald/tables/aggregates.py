@@ -9,13 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from herald.config import RetryPolicy
+from herald.sinks.schema import COUNTERS
 from herald.tables import histogram
 
-COUNTERS = (
-    "queued", "attempted", "delivered", "failed", "pending", "expired",
-    "received", "read", "clicked", "dismissed", "responded",
-    "retries_scheduled", "dead_lettered",
-)  # fmt: skip
 INDEX = {name: i for i, name in enumerate(COUNTERS)}
 LATENCY = len(COUNTERS)
 TIME_TO_READ = LATENCY + 1

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 
+from herald.sinks.schema import BUCKETS_PER_OCTAVE
+
 Histogram = dict[str, int]
 
-BUCKETS_PER_OCTAVE = 8
 
 
 def bucket(ms: float) -> str:

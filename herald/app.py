@@ -1,8 +1,8 @@
 """The Faust application: worker lifecycle, web, and Herald's batch services.
 
-Roles: `worker` (ingest + aggregation shards), `sink` (ClickHouse writer), `run` (both, the
-embedded default: chDB allows one process per data directory, so the process that writes it
-also answers `herald query` through the `/query` page of Faust's web server).
+Roles: `worker` (ingest + aggregation shards, or one of them), `sink` (ClickHouse writer),
+`run` (both, the embedded default: chDB allows one process per data directory, so the process
+that writes it also answers `herald query` through the `/query` page of Faust's web server).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from herald import kafka_admin, kafka_io, topics
 from herald.config import Settings
 from herald.dashboards.report import render_report
-from herald.processes import WorkerProcesses
+from herald.processes import IngestProcesses
 from herald.sinks import migrations
 from herald.sinks.service import ClickHouseWriter, SinkService
 from herald.stats import PipelineStats
@@ -30,7 +30,13 @@ from herald.streams.ingest import IngestService
 from herald.streams.service import LoopService
 
 log = logging.getLogger(__name__)
-ROLES = {"worker": ("ingest", "shards"), "sink": ("sink",), "run": ("ingest", "shards", "sink")}
+ROLES = {
+    "worker": ("ingest", "shards"),
+    "ingest": ("ingest",),
+    "shards": ("shards",),
+    "sink": ("sink",),
+    "run": ("ingest", "shards", "sink"),
+}
 STATS_INTERVAL_S = 5.0
 
 
@@ -45,7 +51,7 @@ class Pipeline(mode.Service):
         self.stats = PipelineStats(role)
         self.writer = ClickHouseWriter(settings.dsn) if "sink" in ROLES[role] else None
         self.loops: list[LoopService] = []
-        self.workers: WorkerProcesses | None = None
+        self.children: IngestProcesses | None = None
         self.ready = asyncio.Event()  # set once topics exist and the schema is migrated
 
     @property
@@ -54,9 +60,9 @@ class Pipeline(mode.Service):
         return self._producer
 
     def parts(self) -> tuple[str, ...]:
-        """What runs in this process: `run` hands ingest and shards to worker children."""
-        if self.role == "run" and self.settings.workers > 0:
-            return ("sink",)
+        """What runs in this process: `run` hands ingest to child processes if it has any."""
+        if self.role == "run" and self.settings.ingest_children > 0:
+            return ("shards", "sink")
         return ROLES[self.role]
 
     def _make_loops(self) -> list[LoopService]:
@@ -82,13 +88,13 @@ class Pipeline(mode.Service):
         for loop_service in self.loops:
             await self.add_runtime_dependency(loop_service)
         if self.parts() != ROLES[self.role]:
-            self.workers = WorkerProcesses(self.settings, loop=self.loop, beacon=self.beacon)
-            await self.add_runtime_dependency(self.workers)
+            self.children = IngestProcesses(self.settings, loop=self.loop, beacon=self.beacon)
+            await self.add_runtime_dependency(self.children)
         self.ready.set()
 
     async def on_stop(self) -> None:
-        if self.workers is not None:
-            await self.workers.stop()
+        if self.children is not None:
+            await self.children.stop()
         for loop_service in reversed(self.loops):
             await loop_service.stop()
         if self._producer is not None:

@@ -151,11 +151,16 @@ def run(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option(
+    "--only",
+    type=click.Choice(["ingest", "shards"]),
+    help="run one stage: ingest (validate, route) or the aggregation shards",
+)
 @click.pass_context
 @one_line_errors
-def worker(ctx: click.Context) -> None:
+def worker(ctx: click.Context, only: str | None) -> None:
     """Ingest and aggregation shards (scale out by partitions)."""
-    _run_role(_settings(ctx), "worker")
+    _run_role(_settings(ctx), only or "worker")
 
 
 @main.command()

@@ -1,9 +1,11 @@
-"""Worker child processes for `herald run`.
+"""Ingest child processes for `herald run`.
 
-One Python process runs on one core. `herald run` keeps the sink (and so chDB, which allows one
-process per data directory) and starts HERALD_WORKERS `herald worker` children for ingest and
-the aggregation shards; the shards spread over them through Kafka's consumer group. Children
-die with the parent (PR_SET_PDEATHSIG), even when the parent is killed with SIGKILL.
+One Python process runs on one core. `herald run` keeps the aggregation shards and the sink
+(and so chDB, which allows one process per data directory) and starts HERALD_INGEST_PROCESSES
+`herald worker --only ingest` children: validation and routing, the costliest stage, then run
+on another core, and the two halves meet through `herald.events`. Several children share the
+input partitions through Kafka's consumer group. Children die with the parent
+(PR_SET_PDEATHSIG), even when the parent is killed with SIGKILL.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class WorkerProcesses(mode.Service):
-    """Starts, restarts and stops `herald worker` children."""
+class IngestProcesses(mode.Service):
+    """Starts, restarts and stops `herald worker --only ingest` children."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -41,11 +43,13 @@ class WorkerProcesses(mode.Service):
         env = {**os.environ, "HERALD_WEB_PORT": str(self.settings.web_port + 1 + index),
                "HERALD_DATA_DIR": str(self.settings.data_path)}  # fmt: skip
         return subprocess.Popen(
-            [sys.executable, "-m", "herald", "worker"], env=env, preexec_fn=_die_with_parent
+            [sys.executable, "-m", "herald", "worker", "--only", "ingest"],
+            env=env,
+            preexec_fn=_die_with_parent,
         )
 
     async def on_start(self) -> None:
-        self.children = [self._spawn(i) for i in range(self.settings.workers)]
+        self.children = [self._spawn(i) for i in range(self.settings.ingest_children)]
 
     @mode.Service.task
     async def _supervise(self) -> None:
@@ -53,7 +57,7 @@ class WorkerProcesses(mode.Service):
             await self.sleep(RESTART_DELAY_S)
             for index, child in enumerate(self.children):
                 if child.poll() is not None and not self.should_stop:
-                    log.warning("worker %s exited with %s; restarting", child.pid, child.returncode)
+                    log.warning("ingest %s exited with %s; restarting", child.pid, child.returncode)
                     self.children[index] = self._spawn(index)
 
     async def on_stop(self) -> None:

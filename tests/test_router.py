@@ -11,10 +11,11 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from herald.config import DEFAULT_RETRY
+from herald.streams.decode import decode
+from herald.streams.event import Event
 from herald.streams.ingest import CHUNK, Router, invalid_record, shard_of
 from herald.streams.packing import unpack
 from herald.streams.shard import Shard
-from herald.streams.validate import check
 from herald.tables.store import ShardStore
 from herald.topics import ACKS, DELIVERIES
 from tests.test_shard import MIN, T0, by_broadcast, counters, raw_event
@@ -63,7 +64,7 @@ def test_route_packs_events_per_shard_in_chunks_with_the_prior_watermark() -> No
     router = Router(SHARDS)
     packed, invalid = router.route(DELIVERIES, 3, records(DELIVERIES, 3, values))
     assert invalid == []
-    routed: dict[int, list[dict]] = {}
+    routed: dict[int, list[Event]] = {}
     for shard, value in packed:
         header, events = unpack(value)
         assert header == {"src": "deliveries/3", "wm": 0}  # nothing seen before this batch
@@ -71,12 +72,12 @@ def test_route_packs_events_per_shard_in_chunks_with_the_prior_watermark() -> No
         routed.setdefault(shard, []).extend(events)
     # Every valid event exactly once, on its broadcast's shard, in input order.
     for shard, events in routed.items():
-        assert all(shard_of(e["tenant_id"], e["broadcast_id"], SHARDS) == shard for e in events)
-    expected: dict[int, list[dict]] = {}
+        assert all(shard_of(e.tenant_id, e.broadcast_id, SHARDS) == shard for e in events)
+    expected: dict[int, list[Event]] = {}
     for value in values:
-        event = check(DELIVERIES, value)
-        expected.setdefault(shard_of(event["tenant_id"], event["broadcast_id"], SHARDS), [])
-        expected[shard_of(event["tenant_id"], event["broadcast_id"], SHARDS)].append(event)
+        event = decode(DELIVERIES, value)
+        expected.setdefault(shard_of(event.tenant_id, event.broadcast_id, SHARDS), [])
+        expected[shard_of(event.tenant_id, event.broadcast_id, SHARDS)].append(event)
     assert routed == expected
     assert max(map(len, expected.values())) > CHUNK  # the test did split a shard's events
     # The next batch carries the watermark this batch reached.

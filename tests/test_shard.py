@@ -1,7 +1,7 @@
 """Shard.apply on a real RocksDB store: exact counts, dedup, lateness, retries, histograms,
 time-to-read, lifecycles, crash recovery, changelog restore, snapshots (SPEC §4, §6).
 
-Input is built as ingest builds it: events are `validate.check` of JSON bytes, packed with the
+Input is built as ingest builds it: events are `decode` of JSON bytes, packed with the
 partition's watermark from before the batch; heartbeats carry [watermark, idle] per partition.
 """
 
@@ -20,9 +20,10 @@ import pytest
 
 from herald.config import DEFAULT_RETRY
 from herald.sinks.migrations import MIGRATIONS
+from herald.streams.decode import decode
+from herald.streams.event import Event
 from herald.streams.packing import pack
 from herald.streams.shard import Key, Shard, encode_key
-from herald.streams.validate import check
 from herald.tables import aggregates, histogram, lifecycle
 from herald.tables.aggregates import COUNTERS
 from herald.tables.store import Change, ShardStore, dedup_key
@@ -33,7 +34,6 @@ T0 = int(datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000
 GRACE_S = 600
 D0, D1, D2, A0, B0 = "deliveries/0", "deliveries/1", "deliveries/2", "acks/0", "broadcasts/0"
-Event = dict[str, Any]
 
 _ids = itertools.count()
 
@@ -60,15 +60,15 @@ def raw_event(topic: str, kind: str, ts: int, **fields: Any) -> bytes:
 
 
 def delivery(kind: str, ts: int, **fields: Any) -> Event:
-    return check(DELIVERIES, raw_event(DELIVERIES, kind, ts, **fields))
+    return decode(DELIVERIES, raw_event(DELIVERIES, kind, ts, **fields))
 
 
 def ack(kind: str, ts: int, **fields: Any) -> Event:
-    return check(ACKS, raw_event(ACKS, kind, ts, **fields))
+    return decode(ACKS, raw_event(ACKS, kind, ts, **fields))
 
 
 def announce(kind: str, ts: int, **fields: Any) -> Event:
-    return check(BROADCASTS, raw_event(BROADCASTS, kind, ts, **fields))
+    return decode(BROADCASTS, raw_event(BROADCASTS, kind, ts, **fields))
 
 
 def msg(source: str, wm: int, events: list[Event]) -> bytes:
@@ -180,13 +180,13 @@ def test_counts_per_broadcast_and_per_region_channel_minute(feed: Feed) -> None:
         reads.append(ack(acks[i % 5], ts + 7_000, **where))
     feed.batch(beat({D0: (T0, False), A0: (T0, False)}))
     counts = feed.batch(msg(D0, T0, deliveries[:70]), msg(A0, T0, reads))
-    counts |= feed.batch(msg(D0, max(ev["ts"] for ev in deliveries[:70]), deliveries[70:]))
+    counts |= feed.batch(msg(D0, max(ev.ts for ev in deliveries[:70]), deliveries[70:]))
 
     expected: Counter[tuple[Key, str]] = Counter()
     for ev in deliveries + reads:
-        start = ev["ts"] - ev["ts"] % MIN
-        expected[("b", ev["tenant_id"], ev["broadcast_id"], start), ev["type"]] += 1
-        expected[("r", ev["tenant_id"], ev["region"], ev["channel"], start), ev["type"]] += 1
+        start = ev.ts - ev.ts % MIN
+        expected[("b", ev.tenant_id, ev.broadcast_id, start), ev.type] += 1
+        expected[("r", ev.tenant_id, ev.region, ev.channel, start), ev.type] += 1
     windows = {key for key, _ in expected}
     assert set(feed.shard.aggs) == windows
     for key in windows:
@@ -233,7 +233,7 @@ def test_a_duplicate_under_another_type_or_topic_is_still_a_duplicate(feed: Feed
 def test_a_duplicate_with_another_occurred_at_hour_is_counted_once(feed: Feed) -> None:
     before = delivery("delivered", T0 + 59 * MIN + 59_000, event_id="dup")
     after = delivery("delivered", T0 + 60 * MIN + 1_000, event_id="dup")  # next hour
-    counts = feed.batch(msg(D0, T0, [before]), msg(D0, before["ts"], [after]))
+    counts = feed.batch(msg(D0, T0, [before]), msg(D0, before.ts, [after]))
     assert counts["duplicates"] == 1
     total = sum(counters(feed.shard, key).get("delivered", 0) for key in feed.shard.aggs)
     assert total == 2  # one per key kind (broadcast, region): the event counted once
@@ -405,7 +405,7 @@ def fold(events: list[Event] | tuple[Event, ...]) -> dict[str, Any]:
 def test_lifecycle_is_independent_of_arrival_order() -> None:
     events = [announce(kind, ts, **fields) for kind, ts, fields in LIFECYCLE]
     for order in itertools.permutations(events):
-        assert fold(order) == LIFECYCLE_ROW, [ev["type"] for ev in order]
+        assert fold(order) == LIFECYCLE_ROW, [ev.type for ev in order]
 
 
 def test_shard_lifecycle_rows_in_either_order(tmp_path: Path) -> None:

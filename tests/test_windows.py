@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from herald.streams.validate import check
+from herald.streams.decode import decode
 from herald.tables.windows import WINDOW_MS, closes_at, is_closed, window_start
 
 GRACE_MS = 600_000
@@ -32,15 +32,15 @@ def test_window_start_floors_to_the_minute(ts: int, start: int) -> None:
 
 def test_window_start_is_the_utc_minute_of_the_event() -> None:
     """An offset in occurred_at does not shift windows: they are UTC minutes."""
-    event = check(
+    event = decode(
         "deliveries",
         b'{"schema_version": 1, "type": "queued", "tenant_id": "t", "broadcast_id": "b",'
         b' "event_id": "e", "occurred_at": "2026-11-23T11:30:59.999+01:30",'
         b' "user_id": "u", "channel": "push", "region": "DE"}',
     )
     expected = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp() * 1000
-    assert window_start(event["ts"]) == expected
-    assert event["ts"] - window_start(event["ts"]) == 59_999
+    assert window_start(event.ts) == expected
+    assert event.ts - window_start(event.ts) == 59_999
 
 
 def test_window_closes_at_its_end_plus_grace() -> None:

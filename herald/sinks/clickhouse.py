@@ -11,7 +11,7 @@ import logging
 import re
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -158,22 +158,21 @@ def insert(client: Client, table: str, rows: list[dict[str, Any]]) -> int:
     return len(rows)
 
 
-# JSON lines carry event fields by name: extra fields are skipped, nulls become defaults,
-# RFC 3339 timestamps with offsets are parsed as such.
-JSON_LINES_SETTINGS = {
-    "input_format_skip_unknown_fields": 1,
+# Positional JSON rows: nulls become column defaults, objects are kept as JSON strings.
+JSON_ROWS_SETTINGS = {
     "input_format_null_as_default": 1,
-    "date_time_input_format": "best_effort",
+    "input_format_json_read_objects_as_strings": 1,
 }
 
 
-def insert_json_lines(client: Client, table: str, body: bytes) -> None:
-    """Insert JSON objects separated by newlines or commas (JSONEachRow), parsed in C++."""
+def insert_json_rows(client: Client, table: str, columns: Sequence[str], body: bytes) -> None:
+    """Insert JSON arrays of `columns` values, separated by commas or newlines
+    (JSONCompactEachRow), parsed in C++."""
     if body:
         _check_identifier(table)
         with _reachable(client.uri):
-            client.raw_insert(table, insert_block=body, settings=JSON_LINES_SETTINGS,
-                              fmt="JSONEachRow")  # fmt: skip
+            client.raw_insert(table, columns, insert_block=body, settings=JSON_ROWS_SETTINGS,
+                              fmt="JSONCompactEachRow")  # fmt: skip
 
 
 # Column types per client and table, read once: the sink inserts every second, and asking

@@ -255,6 +255,16 @@ FROM (
 WHERE state != 'resolve'
 COMMENT 'the latest transition of each escalation that is not resolved'
 """),
+    # Raw events arrive as the positional rows of `herald.events` (JSONCompactEachRow): the
+    # event time as epoch ms in an EPHEMERAL `ts`, and what only broadcasts carry in payload.
+    Migration(12, "events_raw_compact_rows", """
+ALTER TABLE events_raw
+    ADD COLUMN IF NOT EXISTS ts Int64 EPHEMERAL COMMENT 'occurred_at, epoch ms (insert only)',
+    MODIFY COLUMN occurred_at DateTime64(3, 'UTC') DEFAULT fromUnixTimestamp64Milli(ts, 'UTC'),
+    MODIFY COLUMN attempt UInt64,
+    ADD COLUMN IF NOT EXISTS retryable Nullable(Bool) AFTER error_code,
+    MODIFY COLUMN payload String COMMENT 'broadcasts: their other fields as JSON'
+"""),
 )
 
 _LEDGER = """

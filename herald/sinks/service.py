@@ -22,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 from herald import topics
 from herald.sinks import clickhouse
+from herald.streams import event
 from herald.streams.packing import event_rows
 from herald.streams.service import RETRY_S, LoopService
 
@@ -55,7 +56,8 @@ def write_batch(client: Client, batch: Batch) -> int:
     """Insert everything (idempotent: run it again after a failure); returns rows written."""
     written = sum(clickhouse.insert(client, t, r) for t, r in batch.rows.items())
     if batch.raw_events:
-        clickhouse.insert_json_lines(client, "events_raw", b",\n".join(batch.raw_events))
+        rows = b",\n".join(batch.raw_events)
+        clickhouse.insert_json_rows(client, "events_raw", event.COLUMNS, rows)
     return written
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from herald.config import RetryPolicy
+from herald.streams.event import Event
 from herald.streams.packing import unpack
 from herald.tables import aggregates, lifecycle
 from herald.tables.store import HOUR_MS, OFFSET, WATERMARKS, Change, ShardStore, dedup_key
@@ -72,7 +73,7 @@ class Shard:
         change = Change()
         messages = [(offset, *unpack(value)) for offset, value in records]
         events = [ev for _, _, evs in messages for ev in evs]
-        keys = [dedup_key(ev["tenant_id"], ev["event_id"], ev["ts"]) for ev in events]
+        keys = [dedup_key(ev.tenant_id, ev.event_id, ev.ts) for ev in events]
         seen = self.store.first_seen(keys)
         new_ids: set[bytes] = set()
         position = 0
@@ -93,7 +94,7 @@ class Shard:
                     new_ids.add(key)
                     change.put(key, offset)
                     self._count(ev, watermark, change)
-                    self.watermarks.advance(source, ev["ts"])
+                    self.watermarks.advance(source, ev.ts)
                 position += 1
         self.counts["events_in"] += len(events)
         self._persist_touched(change)
@@ -111,22 +112,22 @@ class Shard:
             self.table_watermark = current
         return self.table_watermark
 
-    def _count(self, ev: dict[str, Any], watermark: int | None, change: Change) -> None:
-        topic = ev["topic"]
+    def _count(self, ev: Event, watermark: int | None, change: Change) -> None:
+        topic = ev.topic
         if topic == BROADCASTS:
             self._apply_lifecycle(ev, change)
             return
-        start = window_start(ev["ts"])
+        start = window_start(ev.ts)
         if is_closed(start, watermark, self.grace_ms):
             self.counts["late_dropped"] += 1
             return
-        tenant = ev["tenant_id"]
-        by_broadcast = ("b", tenant, ev["broadcast_id"], start)
-        by_region = ("r", tenant, ev["region"], ev["channel"], start)
+        tenant = ev.tenant_id
+        by_broadcast = ("b", tenant, ev.broadcast_id, start)
+        by_region = ("r", tenant, ev.region, ev.channel, start)
         for key in (by_broadcast, by_region):
             aggregates.apply(self._agg(key), ev, self.retry)
             self._touched.add((b"a", key))
-        if topic == ACKS and ev["type"] == "read":
+        if topic == ACKS and ev.type == "read":
             self._time_to_read(ev, (by_broadcast, by_region), change)
 
     def _agg(self, key: Key) -> aggregates.Aggregate:
@@ -148,8 +149,8 @@ class Shard:
 
     # -- lifecycle and time-to-read -------------------------------------------------------
 
-    def _apply_lifecycle(self, ev: dict[str, Any], change: Change) -> None:
-        key = (ev["tenant_id"], ev["broadcast_id"])
+    def _apply_lifecycle(self, ev: Event, change: Change) -> None:
+        key = (ev.tenant_id, ev.broadcast_id)
         state = self.lifecycles.get(key)
         if state is None:
             state = self.lifecycles[key] = lifecycle.new(*key)
@@ -158,17 +159,17 @@ class Shard:
         if state["sent_at"] is not None and key in self.unread:
             self._flush_unread(key, state["sent_at"], change)
 
-    def _time_to_read(self, ev: dict[str, Any], keys: tuple[Key, Key], change: Change) -> None:
+    def _time_to_read(self, ev: Event, keys: tuple[Key, Key], change: Change) -> None:
         """Read time minus the broadcast's sent time; reads seen before `sent` wait for it."""
-        broadcast = (ev["tenant_id"], ev["broadcast_id"])
+        broadcast = (ev.tenant_id, ev.broadcast_id)
         state = self.lifecycles.get(broadcast)
         sent_at = state["sent_at"] if state else None
         if sent_at is None:
-            self.unread.setdefault(broadcast, []).append([ev["ts"], *keys])
+            self.unread.setdefault(broadcast, []).append([ev.ts, *keys])
             change.put(encode_key(b"p", broadcast), self.unread[broadcast])
             return
         for key in keys:
-            aggregates.add_time_to_read(self.aggs[key], max(ev["ts"] - sent_at, 0))
+            aggregates.add_time_to_read(self.aggs[key], max(ev.ts - sent_at, 0))
 
     def _flush_unread(self, broadcast: Key, sent_at: int, change: Change) -> None:
         for read_ts, *keys in self.unread.pop(broadcast):

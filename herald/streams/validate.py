@@ -105,7 +105,7 @@ def _integer(value: Any, field: str, minimum: int) -> int:
     raise _bad(field, f"must be an integer >= {minimum}", value)
 
 
-def _epoch_ms(value: Any, field: str) -> int:
+def epoch_ms(value: Any, field: str) -> int:
     """Epoch milliseconds (floor) of an RFC 3339 timestamp with offset."""
     if type(value) is str:
         ms = _RECENT_INSTANTS.get(value)
@@ -165,7 +165,7 @@ def _common(topic: str, event: Any) -> dict[str, Any]:
         "tenant_id": tenant,
         "broadcast_id": broadcast_id,
         "occurred_at": occurred_at,
-        "ts": _epoch_ms(occurred_at, "occurred_at"),
+        "ts": epoch_ms(occurred_at, "occurred_at"),
     }
 
 
@@ -260,7 +260,7 @@ def _broadcast(event: dict[str, Any], out: dict[str, Any]) -> None:
     out["ack_deadline_s"] = (
         None if ack_deadline_s is None else _integer(ack_deadline_s, "ack_deadline_s", 1)
     )
-    out["expires_ts"] = None if expires_at is None else _epoch_ms(expires_at, "expires_at")
+    out["expires_ts"] = None if expires_at is None else epoch_ms(expires_at, "expires_at")
     out["title"] = _optional_text(get("title"), "title", TITLE_MAX)
 
 

@@ -6,11 +6,14 @@ An aggregate is a plain list (cheap to create, update and serialise on the hot p
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herald.config import RetryPolicy
 from herald.sinks.schema import COUNTERS
 from herald.tables import histogram
+
+if TYPE_CHECKING:
+    from herald.streams.event import Event
 
 INDEX = {name: i for i, name in enumerate(COUNTERS)}
 LATENCY = len(COUNTERS)
@@ -25,22 +28,22 @@ def new() -> Aggregate:
     return [0] * len(COUNTERS) + [{}, {}]
 
 
-def retry_outcome(event: dict[str, Any], policies: dict[str, RetryPolicy]) -> int:
+def retry_outcome(event: Event, policies: dict[str, RetryPolicy]) -> int:
     """A failed delivery is either retried or dead-lettered (SPEC §3): which counter moves."""
-    policy = policies.get(event["channel"])
-    if event["retryable"] and policy is not None and event["attempt"] < policy.max_attempts:
+    policy = policies.get(event.channel or "")
+    if event.retryable and policy is not None and (event.attempt or 1) < policy.max_attempts:
         return RETRIES
     return DEAD_LETTERED
 
 
-def apply(agg: Aggregate, event: dict[str, Any], policies: dict[str, RetryPolicy]) -> None:
+def apply(agg: Aggregate, event: Event, policies: dict[str, RetryPolicy]) -> None:
     """Count one delivery or ack event (deduplicated and on time) into an aggregate."""
-    kind = event["type"]
+    kind = event.type
     agg[INDEX[kind]] += 1
     if kind == "failed":
         agg[retry_outcome(event, policies)] += 1
-    elif kind == "delivered" and event["latency_ms"] is not None:
-        histogram.add(agg[LATENCY], event["latency_ms"])
+    elif kind == "delivered" and event.latency_ms is not None:
+        histogram.add(agg[LATENCY], event.latency_ms)
 
 
 def add_time_to_read(agg: Aggregate, ms: float) -> None:

@@ -7,7 +7,10 @@ not depend on arrival order.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from herald.streams.event import Event
 
 MILESTONES = {
     "created": "created_at",
@@ -45,30 +48,31 @@ def new(tenant_id: str, broadcast_id: str) -> dict[str, Any]:
     }
 
 
-def apply(state: dict[str, Any], event: dict[str, Any]) -> None:
+def apply(state: dict[str, Any], event: Event) -> None:
     """Fold one `broadcasts` event into the lifecycle state, in any arrival order."""
-    ts = event["ts"]
+    ts = event.ts
     # Equal event times are broken by lifecycle stage, not by arrival.
-    stage = [ts, STAGES[event["type"]]]
+    stage = [ts, STAGES[event.type]]
     if stage >= state["status_rank"]:
-        state["status"], state["status_rank"] = event["type"], stage
-    milestone = MILESTONES.get(event["type"])
+        state["status"], state["status_rank"] = event.type, stage
+    milestone = MILESTONES.get(event.type)
     if milestone and (state[milestone] is None or ts < state[milestone]):
         state[milestone] = ts  # the first time it happened
     # Each field is the latest value given, by event time; `created`/`updated` outrank the
     # others, because defaults are applied at validation and a bare `sent` says "normal" too.
-    rank = [1 if event["type"] in ("created", "updated") else 0, ts]
+    rank = [1 if event.type in ("created", "updated") else 0, ts]
     ranks = state["field_ranks"]
     for name, value in _given(event).items():
         if rank >= ranks.get(name, [-1, -1]):
             state[name], ranks[name] = value, rank
 
 
-def _given(event: dict[str, Any]) -> dict[str, Any]:
+def _given(event: Event) -> dict[str, Any]:
     """The descriptive fields this event carries a value for."""
-    given = {name: event.get(name) for name in DESCRIPTIVE}
-    given["expires_at"] = event.get("expires_ts")
-    targeting = event.get("targeting")
+    fields = event.payload or {}
+    given = {name: fields.get(name) for name in DESCRIPTIVE}
+    given["expires_at"] = fields.get("expires_ts")
+    targeting = fields.get("targeting")
     if targeting:
         given["targeting_mode"] = targeting.get("mode", "")
         given["segment"] = targeting.get("segment") or ""

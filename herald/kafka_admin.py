@@ -109,6 +109,15 @@ async def ensure_topics(
         await _wait_for_leaders(admin, specs, deadline)
 
 
+async def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition numbers of `topic`, sorted. Raises HeraldError if it does not exist."""
+    async with _admin(settings) as admin:
+        (described,) = await admin.describe_topics([topic])
+    if described["error_code"] or not described["partitions"]:
+        raise HeraldError(f"topic {topic} does not exist")
+    return sorted(p["partition"] for p in described["partitions"])
+
+
 async def _cluster_brokers(settings: Settings, hosts: list[tuple[str, int]]) -> list[Any]:
     # A plain TCP connect first: while nothing listens, aiokafka would log an ERROR line for
     # every attempt, and its message ("Unable to bootstrap from [...]") hides the real cause.

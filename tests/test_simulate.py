@@ -18,14 +18,13 @@ from typing import Any, TypeAlias
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from herald import topics
 from herald.config import Settings
 from herald.contracts import TYPES
 from herald.errors import HeraldError
-from herald.kafka_admin import TopicSpec, ensure_topics
+from herald.kafka_admin import TopicSpec, ensure_topics, topic_partitions
 from herald.produce import SimEvent, produce_events, produce_files
 from herald.simulate import INVALID_KINDS, Keying, Scenario, generate, rfc3339, run_live
 from herald.streams.validate import InvalidEvent, check
@@ -368,13 +367,8 @@ async def test_generated_messages_arrive_byte_for_byte(kafka_bootstrap: str) -> 
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    numbers = await topic_partitions(Settings(kafka_bootstrap=bootstrap), topic)
+    partitions = [TopicPartition(topic, p) for p in numbers]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:

@@ -174,17 +174,14 @@ def _naive_key(value: bytes) -> str:
 
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from herald.config import Settings
+    from herald.kafka_admin import topic_partitions
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] or not described["partitions"]:
-        raise HeraldError(f"topic {topic} does not exist")
-    return sorted(p["partition"] for p in described["partitions"])
+    # Plain text like every other client here: the bench runs against its own local broker.
+    settings = Settings(
+        kafka_bootstrap=bootstrap, kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism=None
+    )
+    return await topic_partitions(settings, topic)
 
 
 def _faust_naive(bootstrap: str, topic: str, meter: Meter, workdir: Path) -> None:

@@ -30,6 +30,7 @@ import herald
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
 from herald.kafka_admin import wait_for_broker
+from herald.kafka_templates import LOG4J2, server_properties
 
 Progress = Callable[[str], None]
 POM_PLACES = ("_deploy/kafka/pom.xml", "../deploy/kafka/pom.xml")  # wheel, then source tree
@@ -42,18 +43,6 @@ JVM_OPTS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
-LOG4J2 = """\
-status = warn
-appender.out.type = Console
-appender.out.name = OUT
-appender.out.layout.type = PatternLayout
-appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = INFO
-rootLogger.appenderRef.out.ref = OUT
-# Each component prints its whole configuration at start-up: thousands of lines.
-logger.config.name = org.apache.kafka.common.config.AbstractConfig
-logger.config.level = WARN
-"""
 
 
 @dataclass(frozen=True)
@@ -199,35 +188,8 @@ def _write_config(kdir: Path, port: int) -> None:
     controller = _configured_port(kdir, "CONTROLLER")
     if controller is None or controller == port or not _port_free(controller):
         controller = free_port()
-    (kdir / "server.properties").write_text(_properties(kdir, port, controller))
+    (kdir / "server.properties").write_text(server_properties(kdir, port, controller))
     (kdir / "log4j2.properties").write_text(LOG4J2)
-
-
-def _properties(kdir: Path, port: int, controller: int) -> str:
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "log.dirs": str(kdir / "data"),
-        # A single node: every internal topic has one replica.
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        # Herald creates its topics with explicit partitions and retention.
-        "auto.create.topics.enable": "false",
-    }
-    lines = ["# Written by herald.local_kafka on every start: edits are lost."]
-    return "\n".join([*lines, *(f"{k}={v}" for k, v in settings.items())]) + "\n"
 
 
 def _configured_port(kdir: Path, listener: str = "PLAINTEXT") -> int | None:

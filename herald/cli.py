@@ -240,7 +240,7 @@ def schema_export(out: Path | None) -> None:
 
 
 @main.command()
-@click.option("--events", default=300_000, show_default=True, help="size of the fixed load")
+@click.option("--events", default=1_000_000, show_default=True, help="size of the fixed load")
 @click.option("--freshness-seconds", default=20.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @one_line_errors

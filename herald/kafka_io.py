@@ -21,6 +21,10 @@ def producer(settings: Settings) -> AIOKafkaProducer:
         **settings.kafka_client_kwargs(),
         acks="all",
         linger_ms=0,  # messages are already batches of thousands of events
+        # Packed JSON shrinks to ~22 %: the broker and both consumers of herald.events move a
+        # fifth of the bytes. zstd costs 0.4 CPU-us per event to compress here; aiokafka's lz4
+        # (fixed at level 9) cost 2.2. End to end: 75-77 k -> 94-99 k events/s.
+        compression_type="zstd",
         max_batch_size=1024 * 1024,
         max_request_size=MAX_MESSAGE_BYTES,
         request_timeout_ms=30000,

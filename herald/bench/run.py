@@ -38,7 +38,7 @@ DELIVERY_COUNTERS = "queued + attempted + delivered + failed + pending + expired
 
 @dataclass(frozen=True)
 class BenchConfig:
-    events: int = 300_000
+    events: int = 1_000_000
     faust_sample: int = 20_000
     quix_sample: int = 100_000
     freshness_s: float = 20.0

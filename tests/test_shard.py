@@ -433,6 +433,15 @@ def test_lifecycle_partial_update_is_independent_of_order() -> None:
     assert fold([created, updated]) == fold([updated, created])
 
 
+def test_an_update_leaving_fields_out_keeps_them() -> None:
+    created = announce("created", T0, priority="critical", language="de")
+    updated = announce("updated", T0 + MIN, title="Hello again")
+    row = fold([created, updated])
+    assert (row["priority"], row["language"], row["title"]) == ("critical", "de", "Hello again")
+    bare = fold([announce("created", T0)])
+    assert (bare["priority"], bare["language"]) == ("normal", "en")  # SPEC's defaults
+
+
 # -- persistence ------------------------------------------------------------------------------
 
 

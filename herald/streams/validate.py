@@ -228,9 +228,9 @@ def _channels(value: Any) -> list[str]:
     return value
 
 
-def _language(value: Any) -> str:
+def _language(value: Any) -> str | None:
     if value is None:
-        return "en"
+        return None
     if type(value) is str and _LANGUAGE.fullmatch(value):
         return value
     raise _bad("language", "must be a BCP 47 language tag", value)
@@ -243,8 +243,10 @@ def _broadcast(event: dict[str, Any], out: dict[str, Any]) -> None:
     content_format = get("content_format")
     ack_deadline_s = get("ack_deadline_s")
     expires_at = get("expires_at")
+    # Absent descriptive fields stay None: the lifecycle row starts from SPEC's defaults
+    # (normal, en), and an `updated` that leaves a field out must not reset it to them.
     out["priority"] = (
-        "normal" if priority is None else _choice(priority, "priority", _PRIORITIES, PRIORITIES)
+        None if priority is None else _choice(priority, "priority", _PRIORITIES, PRIORITIES)
     )
     out["channels"] = _channels(get("channels"))
     out["target_count"] = (

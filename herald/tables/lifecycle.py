@@ -59,7 +59,7 @@ def apply(state: dict[str, Any], event: Event) -> None:
     if milestone and (state[milestone] is None or ts < state[milestone]):
         state[milestone] = ts  # the first time it happened
     # Each field is the latest value given, by event time; `created`/`updated` outrank the
-    # others, because defaults are applied at validation and a bare `sent` says "normal" too.
+    # others, which describe a broadcast only in passing.
     rank = [1 if event.type in ("created", "updated") else 0, ts]
     ranks = state["field_ranks"]
     for name, value in _given(event).items():

@@ -20,6 +20,7 @@ from herald.contracts import (
     INT_MAX,
     REGION_MAX,
     TENANT_MAX,
+    TENANT_PATTERN,
     AckType,
     Channel,
     DeliveryType,
@@ -30,9 +31,8 @@ from herald.topics import ACKS, DELIVERIES
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)]
 # msgspec searches patterns: anchor with \Z, since `$` also matches before a final newline.
-Tenant = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=TENANT_MAX, pattern=r"^[A-Za-z0-9._-]+\Z")
-]
+_TENANT_ANCHORED = TENANT_PATTERN.removesuffix("$") + r"\Z"
+Tenant = Annotated[str, msgspec.Meta(min_length=1, max_length=TENANT_MAX, pattern=_TENANT_ANCHORED)]
 Region = Annotated[str, msgspec.Meta(min_length=1, max_length=REGION_MAX)]
 
 

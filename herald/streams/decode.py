@@ -26,7 +26,7 @@ from herald.contracts import (
     DeliveryType,
 )
 from herald.streams.event import Event, from_checked
-from herald.streams.validate import check, epoch_ms
+from herald.streams.validate import check, delivery_outcome, epoch_ms
 from herald.topics import ACKS, DELIVERIES
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)]
@@ -85,14 +85,10 @@ def decode(topic: str, value: bytes | None) -> Event:
 
 
 def _delivery(d: _Delivery) -> Event:
-    # As `check` normalises: error_code and retryable mean something on failures only,
-    # latency on deliveries only.
-    failed = d.type == "failed"
     return Event(
         DELIVERIES, d.type, d.event_id, d.tenant_id, d.broadcast_id,
         epoch_ms(d.occurred_at, "occurred_at"), d.user_id, d.channel, d.region, d.attempt,
-        d.error_code if failed else None, d.retryable is not False or not failed,
-        d.latency_ms if d.type == "delivered" else None,
+        *delivery_outcome(d.type, d.error_code, d.retryable, d.latency_ms),
     )  # fmt: skip
 
 

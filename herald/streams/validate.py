@@ -279,12 +279,23 @@ def _delivery(event: dict[str, Any], out: dict[str, Any]) -> None:
         if (type(latency) is not float and type(latency) is not int) or latency < 0:
             raise _bad("latency_ms", "must be a number >= 0", latency)
         latency = float(latency)
-    # error_code and retryable mean something on failures only, latency on deliveries only.
-    failed = out["type"] == "failed"
     out["attempt"] = 1 if attempt is None else _integer(attempt, "attempt", 1)
-    out["error_code"] = error_code if failed else None
-    out["retryable"] = retryable is not False or not failed
-    out["latency_ms"] = latency if out["type"] == "delivered" else None
+    out["error_code"], out["retryable"], out["latency_ms"] = delivery_outcome(
+        out["type"], error_code, retryable, latency
+    )
+
+
+def delivery_outcome(
+    kind: str, error_code: str | None, retryable: bool | None, latency_ms: float | None
+) -> tuple[str | None, bool, float | None]:
+    """(error_code, retryable, latency_ms) as kept: error_code and retryable mean something on
+    failures only (retryable by default), latency on deliveries only."""
+    failed = kind == "failed"
+    return (
+        error_code if failed else None,
+        retryable is not False or not failed,
+        latency_ms if kind == "delivered" else None,
+    )
 
 
 def _ack(event: dict[str, Any], out: dict[str, Any]) -> None:

@@ -26,11 +26,13 @@ browser:
 test: install browser
 	$(PY) -m ruff check herald tests
 	$(PY) -m mypy herald
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: install
 	$(PY) -m ruff check herald tests
 	$(PY) -m mypy herald
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(VENV)/bin/herald bench

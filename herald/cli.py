@@ -68,10 +68,10 @@ def kafka() -> None:
 @one_line_errors
 def kafka_start(ctx: click.Context) -> None:
     """Start the broker on 127.0.0.1:HERALD_KAFKA_PORT (idempotent)."""
-    from herald import local_kafka
+    from herald.kafka import local_broker
 
     settings = _settings(ctx)
-    broker = local_kafka.start(settings.data_path, settings.kafka_port, progress=_say)
+    broker = local_broker.start(settings.data_path, settings.kafka_port, progress=_say)
     state = "already running" if broker.already_running else "started"
     click.echo(f"Kafka {state} at {broker.bootstrap} (pid {broker.pid}, log {broker.log_path})")
 
@@ -81,9 +81,9 @@ def kafka_start(ctx: click.Context) -> None:
 @one_line_errors
 def kafka_stop(ctx: click.Context) -> None:
     """Stop the broker of this data dir."""
-    from herald import local_kafka
+    from herald.kafka import local_broker
 
-    stopped = local_kafka.stop(_settings(ctx).data_path)
+    stopped = local_broker.stop(_settings(ctx).data_path)
     click.echo("Kafka stopped" if stopped else "Kafka was not running")
 
 
@@ -92,10 +92,10 @@ def kafka_stop(ctx: click.Context) -> None:
 @one_line_errors
 def kafka_status(ctx: click.Context) -> None:
     """Say whether the broker runs and answers."""
-    from herald import local_kafka
+    from herald.kafka import local_broker
 
     settings = _settings(ctx)
-    click.echo(local_kafka.status(settings.data_path, settings.kafka_port))
+    click.echo(local_broker.status(settings.data_path, settings.kafka_port))
 
 
 # -- ClickHouse ------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def db_migrate(ctx: click.Context) -> None:
 @one_line_errors
 def query(ctx: click.Context, sql: str) -> None:
     """Run SQL on ClickHouse (through the running `herald run` in embedded mode)."""
-    from herald.query import run_query
+    from herald.processes.query import run_query
 
     click.echo(run_query(_settings(ctx), sql), nl=False)
 
@@ -137,7 +137,7 @@ def query(ctx: click.Context, sql: str) -> None:
 
 
 def _run_role(settings: Settings, role: str) -> None:
-    from herald.worker import run_worker
+    from herald.processes.worker import run_worker
 
     run_worker(settings, role)
 
@@ -180,13 +180,13 @@ def sink(ctx: click.Context) -> None:
 @one_line_errors
 def produce(ctx: click.Context, files: tuple[Path, ...]) -> None:
     """Replay NDJSON lines {"topic": T, "key": K?, "value": V} into Kafka."""
-    from herald import kafka_admin
-    from herald.produce import produce_files
+    from herald.kafka import admin
+    from herald.load.produce import produce_files
 
     settings = _settings(ctx)
 
     async def replay() -> int:
-        await kafka_admin.ensure_topics(settings, kafka_admin.herald_topics(settings))
+        await admin.ensure_topics(settings, admin.herald_topics(settings))
         return await produce_files(settings, list(files), progress=_say)
 
     sent = asyncio.run(replay())
@@ -207,7 +207,7 @@ def simulate(
     """Realistic live load: tenants, regions, channels, offline users, failures, late events."""
     import secrets
 
-    from herald.simulate import Scenario, run_live
+    from herald.load.simulate import Scenario, run_live
 
     # A new seed per run by default: replaying a seed re-sends the same event ids (duplicates).
     seed = secrets.randbits(31) if seed is None else seed
@@ -231,7 +231,7 @@ def schema() -> None:
 @one_line_errors
 def schema_export(out: Path | None) -> None:
     """JSON Schema of the three input topics."""
-    from herald.contracts import export_schemas
+    from herald.model.contracts import export_schemas
 
     click.echo(export_schemas(out))
 
@@ -299,7 +299,7 @@ def dashboards_push(ctx: click.Context, url: str, token: str | None,
 @one_line_errors
 def report(ctx: click.Context, out: Path, tenant: str | None) -> None:
     """The dashboards' panels as one self-contained HTML file."""
-    from herald.query import write_report
+    from herald.processes.query import write_report
 
     click.echo(write_report(_settings(ctx), out, tenant))
 
@@ -313,6 +313,6 @@ def report(ctx: click.Context, out: Path, tenant: str | None) -> None:
 @one_line_errors
 def demo(ctx: click.Context, duration: float, rate: float, out: Path) -> None:
     """From nothing to numbers: local Kafka, embedded ClickHouse, a simulated load, a report."""
-    from herald.demo import run_demo
+    from herald.processes.demo import run_demo
 
     click.echo(run_demo(_settings(ctx), duration, rate, out, progress=_say))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -111,22 +110,6 @@ class Settings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.dsn.startswith("chdb:")
-
-    def kafka_client_kwargs(self) -> dict[str, Any]:
-        """Connection arguments shared by every aiokafka client Herald creates."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.kafka_bootstrap,
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.kafka_sasl_mechanism
-            kwargs["sasl_plain_username"] = self.kafka_sasl_username
-            kwargs["sasl_plain_password"] = self.kafka_sasl_password
-        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            from aiokafka.helpers import create_ssl_context
-
-            kwargs["ssl_context"] = create_ssl_context(cafile=self.kafka_ssl_cafile)
-        return kwargs
 
 
 def describe() -> str:

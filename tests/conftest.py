@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver import Client
 
-from herald import local_kafka
+from herald.kafka import local_broker
 
 
 @pytest.fixture(scope="session")
@@ -22,11 +22,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield existing
         return
     data_dir = tmp_path_factory.mktemp("kafka-session")
-    broker = local_kafka.start(data_dir, port=local_kafka.free_port())
+    broker = local_broker.start(data_dir, port=local_broker.free_port())
     try:
         yield broker.bootstrap
     finally:
-        local_kafka.stop(data_dir)
+        local_broker.stop(data_dir)
 
 
 @pytest.fixture(scope="session")
@@ -34,15 +34,15 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ClickHouse data written by the real pipeline: a fresh broker, a simulated hour of
     traffic produced to it, `herald run` until every count is in, then everything stopped.
     Returns the chDB directory (free to open: no process holds it any more)."""
-    from herald import kafka_admin
     from herald.config import Settings
-    from herald.produce import produce_events
-    from herald.simulate import Scenario, generate
-    from herald.totals import expected_totals
+    from herald.kafka import admin
+    from herald.load.produce import produce_events
+    from herald.load.simulate import Scenario, generate
+    from herald.load.totals import expected_totals
     from tests.harness import Herald, wait_for
 
     work = tmp_path_factory.mktemp("pipeline")
-    broker = local_kafka.start(work / "broker", port=local_kafka.free_port())
+    broker = local_broker.start(work / "broker", port=local_broker.free_port())
     try:
         # The last hour: pipeline health is kept by wall-clock minute, and its panels must
         # share the time range of the event-time data.
@@ -50,7 +50,7 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         messages = generate(Scenario(start_ms=start_ms, duration_s=3600, broadcasts=24,
                                      invalid=12))  # fmt: skip
         settings = Settings(kafka_bootstrap=broker.bootstrap)
-        asyncio.run(kafka_admin.ensure_topics(settings, kafka_admin.herald_topics(settings)))
+        asyncio.run(admin.ensure_topics(settings, admin.herald_topics(settings)))
         asyncio.run(produce_events(settings, messages))
         delivered = expected_totals(messages).grand_total()["delivered"]
         herald = Herald(work / "herald", broker.bootstrap, idle_partition_s=2).start()
@@ -70,7 +70,7 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         finally:
             herald.stop()
     finally:
-        local_kafka.stop(work / "broker")
+        local_broker.stop(work / "broker")
     return work / "herald" / "clickhouse"
 
 

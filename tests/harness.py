@@ -1,9 +1,9 @@
-"""Test helpers: the child-process runner lives in herald.child (demo and bench use it too)."""
+"""Test helpers: the child-process runner is herald.processes.child (demo and bench use it too)."""
 
 from pathlib import Path
 from typing import Any
 
-from herald.child import HeraldProcess, wait_for
+from herald.processes.child import HeraldProcess, wait_for
 
 __all__ = ["Herald", "wait_for"]
 

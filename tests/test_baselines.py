@@ -11,9 +11,9 @@ import pytest
 from herald.bench.baselines import BaselineResult, run_baseline
 from herald.config import Settings
 from herald.errors import HeraldError
-from herald.kafka_admin import TopicSpec, ensure_topics
-from herald.produce import SimEvent, produce_events
-from herald.simulate import Scenario, generate
+from herald.kafka.admin import TopicSpec, ensure_topics
+from herald.load.produce import SimEvent, produce_events
+from herald.load.simulate import Scenario, generate
 
 MESSAGES = 3_000
 

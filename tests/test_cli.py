@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from herald import local_kafka
-from herald.child import HeraldProcess
+from herald.kafka import local_broker
+from herald.processes.child import HeraldProcess
 from tests.harness import Herald
 
 
@@ -71,7 +71,7 @@ def test_report_is_written_by_the_running_process(running: HeraldProcess, tmp_pa
 
 @pytest.mark.parametrize("command", [("run",), ("worker",), ("simulate", "--duration", "1")])
 def test_unreachable_kafka_is_one_line(command: tuple[str, ...], tmp_path: Path) -> None:
-    port = str(local_kafka.free_port())
+    port = str(local_broker.free_port())
     result = herald(*command, HERALD_KAFKA_BOOTSTRAP=f"127.0.0.1:{port}",
                     HERALD_DATA_DIR=str(tmp_path), HERALD_CONNECT_TIMEOUT_S="2")  # fmt: skip
     assert result.returncode == 1

@@ -14,9 +14,9 @@ import pytest
 from clickhouse_connect.driver import Client
 
 from herald.errors import HeraldError, ServiceUnavailable
+from herald.model.schema import COUNTERS
 from herald.sinks.clickhouse import connect, insert
 from herald.sinks.migrations import MIGRATIONS, migrate
-from herald.sinks.schema import COUNTERS
 
 T0_S = 1_795_000_000  # a minute boundary, epoch seconds
 T0_MS = T0_S * 1000

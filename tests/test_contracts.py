@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from herald import config
-from herald.contracts import (
+from herald.errors import HeraldError
+from herald.model.contracts import (
     CHANNELS,
     MODELS,
     TYPES,
@@ -21,8 +22,7 @@ from herald.contracts import (
     export_schemas,
     json_schemas,
 )
-from herald.errors import HeraldError
-from herald.topics import INPUT_TOPICS
+from herald.model.topics import INPUT_TOPICS
 
 COMMON = {
     "event_id": "e-1",

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver import Client
 
+from herald.model.schema import COUNTERS
 from herald.sinks.clickhouse import connect, insert
 from herald.sinks.migrations import migrate
-from herald.sinks.schema import COUNTERS
 from herald.tables.histogram import bucket as hist_bucket
 
 BASE = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

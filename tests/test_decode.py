@@ -13,8 +13,8 @@ import msgspec
 import orjson
 import pytest
 
+from herald.model.event import Event, from_checked
 from herald.streams import decode as fast
-from herald.streams.event import Event, from_checked
 from herald.streams.validate import InvalidEvent, check
 from tests.test_validate import INVALID, MODELS, ODD_VALUES, VALID, raw
 

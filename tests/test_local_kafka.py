@@ -14,10 +14,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from herald import local_kafka, topics
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
-from herald.kafka_admin import TopicSpec, ensure_topics, herald_topics
+from herald.kafka import local_broker
+from herald.kafka.admin import TopicSpec, ensure_topics, herald_topics
+from herald.model import topics
 
 
 def settings_for(bootstrap: str, **overrides: Any) -> Settings:
@@ -70,16 +71,16 @@ async def round_trip(bootstrap: str, topic: str) -> bytes | None:
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
     data_dir = tmp_path_factory.mktemp("own-kafka")
-    port = local_kafka.free_port()
-    local_kafka.start(data_dir, port=port)
+    port = local_broker.free_port()
+    local_broker.start(data_dir, port=port)
     yield data_dir, port
-    local_kafka.stop(data_dir)
+    local_broker.stop(data_dir)
 
 
 def test_start_is_idempotent(own_broker: tuple[Path, int]) -> None:
     data_dir, port = own_broker
-    first = local_kafka.start(data_dir, port=port)
-    again = local_kafka.start(data_dir, port=port)
+    first = local_broker.start(data_dir, port=port)
+    again = local_broker.start(data_dir, port=port)
     assert again.already_running
     assert (again.pid, again.bootstrap) == (first.pid, f"127.0.0.1:{port}")
     assert again.log_path == data_dir.resolve() / "kafka" / "server.log"
@@ -87,7 +88,7 @@ def test_start_is_idempotent(own_broker: tuple[Path, int]) -> None:
 
 def test_status_is_one_line(own_broker: tuple[Path, int]) -> None:
     data_dir, port = own_broker
-    line = local_kafka.status(data_dir, port)
+    line = local_broker.status(data_dir, port)
     assert "\n" not in line
     assert f"is running at 127.0.0.1:{port}" in line
 
@@ -95,7 +96,7 @@ def test_status_is_one_line(own_broker: tuple[Path, int]) -> None:
 def test_start_on_another_port_while_running_fails(own_broker: tuple[Path, int]) -> None:
     data_dir, port = own_broker
     with pytest.raises(HeraldError, match=f"already runs on port {port}"):
-        local_kafka.start(data_dir, port=local_kafka.free_port())
+        local_broker.start(data_dir, port=local_broker.free_port())
 
 
 def test_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
@@ -104,8 +105,8 @@ def test_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         with pytest.raises(HeraldError) as caught:
-            local_kafka.start(tmp_path, port=port)
-        assert local_kafka.status(tmp_path, port).endswith(
+            local_broker.start(tmp_path, port=port)
+        assert local_broker.status(tmp_path, port).endswith(
             f"port {port} is taken by another process"
         )
     message = str(caught.value)
@@ -119,11 +120,11 @@ def test_a_broker_that_dies_is_a_one_line_error_with_its_log(tmp_path: Path) -> 
     meta.parent.mkdir(parents=True)
     meta.write_text("version=1\nnode.id=7\ncluster.id=AAAAAAAAAAAAAAAAAAAAAA\n")
     with pytest.raises(HeraldError) as caught:
-        local_kafka.start(tmp_path, port=local_kafka.free_port())
+        local_broker.start(tmp_path, port=local_broker.free_port())
     message = str(caught.value)
     assert "\n" not in message
     assert "exited: " in message and "Stored node id 7" in message
-    assert local_kafka.status(tmp_path).startswith("Kafka is not running")
+    assert local_broker.status(tmp_path).startswith("Kafka is not running")
 
 
 def test_missing_tools_are_a_one_line_error(
@@ -132,7 +133,7 @@ def test_missing_tools_are_a_one_line_error(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no jars cached there
     monkeypatch.setenv("PATH", str(tmp_path))  # neither java nor mvn
     with pytest.raises(HeraldError, match=r"^`java` is not on PATH: .*Java"):
-        local_kafka.ensure_jars()
+        local_broker.ensure_jars()
     assert not (tmp_path / "herald" / "kafka-4.4.0" / "libs").exists()
 
 
@@ -143,14 +144,14 @@ async def test_stop_and_restart_keeps_storage_and_topics(own_broker: tuple[Path,
     await ensure_topics(settings, {topic: TopicSpec(2, {})})
     meta = data_dir / "kafka" / "data" / "meta.properties"
     cluster = meta.read_text()
-    pid = local_kafka.start(data_dir, port=port).pid
+    pid = local_broker.start(data_dir, port=port).pid
 
-    assert local_kafka.stop(data_dir)
+    assert local_broker.stop(data_dir)
     assert process_gone(pid)
-    assert local_kafka.status(data_dir, port).startswith("Kafka is not running")
-    assert not local_kafka.stop(data_dir)
+    assert local_broker.status(data_dir, port).startswith("Kafka is not running")
+    assert not local_broker.stop(data_dir)
 
-    again = local_kafka.start(data_dir, port=port)
+    again = local_broker.start(data_dir, port=port)
     assert not again.already_running and again.pid != pid
     assert meta.read_text() == cluster  # formatted once, not again
     # Right after a restart partitions have no leader yet: ensure_topics waits for them.
@@ -216,7 +217,7 @@ async def test_ensure_topics_creates_them_once(kafka_bootstrap: str) -> None:
 
 
 async def test_unreachable_broker_is_one_line() -> None:
-    bootstrap = f"127.0.0.1:{local_kafka.free_port()}"
+    bootstrap = f"127.0.0.1:{local_broker.free_port()}"
     with pytest.raises(ServiceUnavailable) as caught:
         await ensure_topics(settings_for(bootstrap), {"x": TopicSpec(1, {})}, timeout_s=1)
     message = str(caught.value)

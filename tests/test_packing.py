@@ -9,13 +9,13 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from clickhouse_connect.driver import Client
 
-from herald import topics
+from herald.model import topics
+from herald.model.event import Event
+from herald.model.packing import event_rows, pack, unpack
 from herald.sinks.clickhouse import connect
 from herald.sinks.migrations import migrate
 from herald.sinks.service import Batch, write_batch
 from herald.streams.decode import decode
-from herald.streams.event import Event
-from herald.streams.packing import event_rows, pack, unpack
 
 HEADER = {"src": "deliveries/0", "wm": 0}
 

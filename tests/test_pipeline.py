@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from herald import kafka_admin, local_kafka, topics
 from herald.config import Settings
-from herald.simulate import Scenario, SimEvent, generate
+from herald.kafka import admin, local_broker
+from herald.load.simulate import Scenario, SimEvent, generate
+from herald.load.totals import Totals, expected_totals
+from herald.model import topics
 from herald.tables.aggregates import COUNTERS
-from herald.totals import Totals, expected_totals
 from tests.harness import Herald, wait_for
 
 pytestmark = pytest.mark.slow
@@ -35,11 +36,11 @@ SUMS = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
 def broker(tmp_path: Path) -> Iterator[str]:
     """A broker of its own: topic names are fixed by the spec, so tests cannot share one."""
     data_dir = tmp_path / "broker"
-    started = local_kafka.start(data_dir, port=local_kafka.free_port())
+    started = local_broker.start(data_dir, port=local_broker.free_port())
     try:
         yield started.bootstrap
     finally:
-        local_kafka.stop(data_dir)
+        local_broker.stop(data_dir)
 
 
 def partition_of(msg: SimEvent) -> int:
@@ -51,7 +52,7 @@ def produce(bootstrap: str, messages: list[SimEvent]) -> None:
 
     async def send() -> None:
         settings = Settings(kafka_bootstrap=bootstrap, partitions=PARTITIONS)
-        await kafka_admin.ensure_topics(settings, kafka_admin.herald_topics(settings))
+        await admin.ensure_topics(settings, admin.herald_topics(settings))
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
         await producer.start()
         try:
@@ -146,7 +147,7 @@ def test_sigkill_mid_stream_stays_exact(broker: str, tmp_path: Path) -> None:
     totals = expected_totals(messages)
     produce(broker, messages)
     data_dir = tmp_path / "h"
-    port = local_kafka.free_port()  # the same member identity after each restart
+    port = local_broker.free_port()  # the same member identity after each restart
     for fraction in (0.15, 0.5, 0.8):
         herald = Herald(data_dir, broker, batch_max=2000, web_port=port).start()
         target = int(totals.valid * fraction)
@@ -171,7 +172,7 @@ def test_lost_state_dir_is_restored_from_changelog(broker: str, tmp_path: Path) 
     totals = expected_totals(messages)
     produce(broker, messages[:half])
     data_dir = tmp_path / "h"
-    port = local_kafka.free_port()
+    port = local_broker.free_port()
     herald = Herald(data_dir, broker, web_port=port).start()
     first_half = expected_totals(messages[:half])
     try:
@@ -199,7 +200,7 @@ def test_replay_into_fresh_deployment_gives_identical_tables(tmp_path: Path) -> 
     tables = []
     for run in ("a", "b"):
         data_dir = tmp_path / run
-        broker = local_kafka.start(data_dir / "broker", port=local_kafka.free_port())
+        broker = local_broker.start(data_dir / "broker", port=local_broker.free_port())
         try:
             produce(broker.bootstrap, messages)
             herald = Herald(data_dir / "h", broker.bootstrap).start()
@@ -217,7 +218,7 @@ def test_replay_into_fresh_deployment_gives_identical_tables(tmp_path: Path) -> 
             finally:
                 herald.stop()
         finally:
-            local_kafka.stop(data_dir / "broker")
+            local_broker.stop(data_dir / "broker")
     assert tables[0] == tables[1]
 
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver import Client
 
-from herald.child import wait_for
 from herald.dashboards import render_report
 from herald.dashboards.boards import DASHBOARDS
-from herald.local_kafka import free_port
+from herald.kafka.local_broker import free_port
+from herald.processes.child import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 # Set HERALD_UPDATE_SCREENSHOT=1 to refresh the screenshot kept in the docs.

@@ -11,13 +11,13 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from herald.config import DEFAULT_RETRY
+from herald.model.event import Event
+from herald.model.packing import unpack
+from herald.model.topics import ACKS, DELIVERIES
 from herald.streams.decode import decode
-from herald.streams.event import Event
 from herald.streams.ingest import CHUNK, Router, invalid_record, shard_of
-from herald.streams.packing import unpack
 from herald.streams.shard import Shard
 from herald.tables.store import ShardStore
-from herald.topics import ACKS, DELIVERIES
 from tests.test_shard import MIN, T0, by_broadcast, counters, raw_event
 
 SHARDS = 4

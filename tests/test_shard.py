@@ -19,16 +19,16 @@ import orjson
 import pytest
 
 from herald.config import DEFAULT_RETRY
+from herald.model.event import Event
+from herald.model.packing import pack
+from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 from herald.sinks.migrations import MIGRATIONS
 from herald.streams.decode import decode
-from herald.streams.event import Event
-from herald.streams.packing import pack
 from herald.streams.shard import Key, Shard, encode_key
 from herald.tables import aggregates, histogram, lifecycle
 from herald.tables.aggregates import COUNTERS
 from herald.tables.store import Change, ShardStore, dedup_key
 from herald.tables.windows import is_closed
-from herald.topics import ACKS, BROADCASTS, DELIVERIES
 
 T0 = int(datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp() * 1000)
 MIN = 60_000

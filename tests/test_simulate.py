@@ -20,15 +20,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from herald import topics
 from herald.config import Settings
-from herald.contracts import TYPES
 from herald.errors import HeraldError
-from herald.kafka_admin import TopicSpec, ensure_topics, topic_partitions
-from herald.produce import SimEvent, produce_events, produce_files
-from herald.simulate import INVALID_KINDS, Keying, Scenario, generate, rfc3339, run_live
+from herald.kafka.admin import TopicSpec, ensure_topics, topic_partitions
+from herald.load.produce import SimEvent, produce_events, produce_files
+from herald.load.simulate import INVALID_KINDS, Keying, Scenario, generate, rfc3339, run_live
+from herald.load.totals import expected_totals, window_start
+from herald.model import topics
+from herald.model.contracts import TYPES
 from herald.streams.validate import InvalidEvent, check
-from herald.totals import expected_totals, window_start
 
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
@@ -69,7 +69,7 @@ def test_same_seed_same_bytes_even_in_another_process(small: list[SimEvent]) -> 
     assert generate(SMALL) == small
     assert digest(generate(Scenario(seed=8, broadcasts=6, users_per_broadcast=40))) != digest(small)
     code = (
-        "from herald.simulate import *; from tests.test_simulate import SMALL, digest; "
+        "from herald.load.simulate import *; from tests.test_simulate import SMALL, digest; "
         "print(digest(generate(SMALL)))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # str hashes must not leak into the output

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from herald.contracts import MODELS, TYPES, json_schemas
+from herald.model.contracts import MODELS, TYPES, json_schemas
 from herald.streams.validate import InvalidEvent, check
 
 DROP = object()  # an override that removes the field

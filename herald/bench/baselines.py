@@ -175,7 +175,7 @@ def _naive_key(value: bytes) -> str:
 
 async def _partitions(bootstrap: str, topic: str) -> list[int]:
     from herald.config import Settings
-    from herald.kafka_admin import topic_partitions
+    from herald.kafka.admin import topic_partitions
 
     # Plain text like every other client here: the bench runs against its own local broker.
     settings = Settings(

@@ -25,12 +25,13 @@ from typing import Any
 
 import orjson
 
-from herald import kafka_admin, local_kafka, topics
 from herald.bench.baselines import BaselineResult, run_baseline
-from herald.child import HeraldProcess, wait_for
 from herald.config import Settings
-from herald.produce import SimEvent, open_producer, produce_events
-from herald.simulate import Scenario, generate, rfc3339
+from herald.kafka import admin, local_broker
+from herald.load.produce import SimEvent, open_producer, produce_events
+from herald.load.simulate import Scenario, generate, rfc3339
+from herald.model import topics
+from herald.processes.child import HeraldProcess, wait_for
 
 Progress = Callable[[str], None]
 DELIVERY_COUNTERS = "queued + attempted + delivered + failed + pending + expired"
@@ -62,11 +63,11 @@ def bench_load(events: int) -> list[SimEvent]:
 def run_bench(config: BenchConfig, progress: Progress) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="herald-bench-") as tmp:
         work = Path(tmp)
-        broker = local_kafka.start(work / "broker", port=local_kafka.free_port())
+        broker = local_broker.start(work / "broker", port=local_broker.free_port())
         try:
             return _bench(config, broker.bootstrap, work, progress)
         finally:
-            local_kafka.stop(work / "broker")
+            local_broker.stop(work / "broker")
 
 
 def _bench(config: BenchConfig, bootstrap: str, work: Path, progress: Progress) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def _bench(config: BenchConfig, bootstrap: str, work: Path, progress: Progress) 
 
 
 async def _produce(settings: Settings, load: list[SimEvent], progress: Progress) -> None:
-    await kafka_admin.ensure_topics(settings, kafka_admin.herald_topics(settings))
+    await admin.ensure_topics(settings, admin.herald_topics(settings))
     await produce_events(settings, load, progress)
 
 

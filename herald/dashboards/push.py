@@ -15,7 +15,7 @@ from herald.dashboards.boards import DASHBOARDS
 from herald.dashboards.model import DATASOURCE_UID, to_json
 from herald.dashboards.provisioning import FOLDER_TITLE, FOLDER_UID, datasource_model
 from herald.errors import HeraldError, ServiceUnavailable
-from herald.sinks.schema import DATABASE
+from herald.model.schema import DATABASE
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from herald.errors import HeraldError, ServiceUnavailable
-from herald.sinks.schema import DATABASE
+from herald.model.schema import DATABASE
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ and its record, or run by two sinks at once, is safe to run again.
 
 Conventions: every row is a full snapshot with a growing `version`, so tables are
 ReplacingMergeTree(version) and readers use FINAL (the views do). Histograms count
-milliseconds in log buckets (see herald.sinks.schema); a bucket b stands for 2^((b + 0.5) / 8).
+milliseconds in log buckets (see herald.model.schema); a bucket b stands for 2^((b + 0.5) / 8).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from clickhouse_connect.driver import Client
 
-from herald.sinks.schema import COUNTERS
+from herald.model.schema import COUNTERS
 
 log = logging.getLogger(__name__)
 

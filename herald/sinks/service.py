@@ -20,11 +20,10 @@ import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from clickhouse_connect.driver.client import Client
 
-from herald import topics
+from herald.kafka.loop import RETRY_S, LoopService
+from herald.model import event, topics
+from herald.model.packing import event_rows
 from herald.sinks import clickhouse
-from herald.streams import event
-from herald.streams.packing import event_rows
-from herald.streams.service import RETRY_S, LoopService
 
 log = logging.getLogger(__name__)
 

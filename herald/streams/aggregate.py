@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from herald import topics
+from herald.kafka.loop import LoopService
+from herald.model import topics
 from herald.streams import changelog
-from herald.streams.service import LoopService
 from herald.streams.shard import Shard
 from herald.tables.store import ShardStore
 

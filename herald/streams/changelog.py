@@ -13,9 +13,10 @@ import logging
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from herald import kafka_io, topics
 from herald.config import Settings
 from herald.errors import HeraldError
+from herald.kafka import clients
+from herald.model import topics
 from herald.tables.store import CHANGELOG, Change, ShardStore
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ async def record(
 async def restore(settings: Settings, shard: int, store: ShardStore) -> int:
     """Bring the local store up to the end of the shard's changelog; return records applied."""
     tp = TopicPartition(topics.CHANGELOG, shard)
-    reader = kafka_io.reader(settings)
+    reader = clients.reader(settings)
     await reader.start()
     try:
         reader.assign([tp])

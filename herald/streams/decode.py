@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from herald.contracts import (
+from herald.model.contracts import (
     ID_MAX,
     INT_MAX,
     REGION_MAX,
@@ -25,9 +25,9 @@ from herald.contracts import (
     Channel,
     DeliveryType,
 )
-from herald.streams.event import Event, from_checked
+from herald.model.event import Event, from_checked
+from herald.model.topics import ACKS, DELIVERIES
 from herald.streams.validate import check, delivery_outcome, epoch_ms
-from herald.topics import ACKS, DELIVERIES
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)]
 # msgspec searches patterns: anchor with \Z, since `$` also matches before a final newline.

@@ -26,12 +26,12 @@ import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from herald import topics
 from herald.config import Settings
+from herald.kafka.loop import LoopService
+from herald.model import topics
+from herald.model.event import Event
+from herald.model.packing import pack
 from herald.streams.decode import decode
-from herald.streams.event import Event
-from herald.streams.packing import pack
-from herald.streams.service import LoopService
 from herald.streams.validate import InvalidEvent
 
 log = logging.getLogger(__name__)

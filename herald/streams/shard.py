@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 
 from herald.config import RetryPolicy
-from herald.streams.event import Event
-from herald.streams.packing import unpack
+from herald.model.event import Event
+from herald.model.packing import unpack
+from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 from herald.tables import aggregates, lifecycle
 from herald.tables.store import HOUR_MS, OFFSET, WATERMARKS, Change, ShardStore, dedup_key
 from herald.tables.watermarks import Watermarks
 from herald.tables.windows import is_closed, window_start
-from herald.topics import ACKS, BROADCASTS, DELIVERIES
 
 Key = tuple[Any, ...]
 TABLE_WATERMARK = b"mtable_watermark"

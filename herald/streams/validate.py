@@ -1,7 +1,7 @@
 """Hot-path validation of input events (SPEC §2): raw Kafka value in, normalised dict out.
 
 `check` is orjson plus hand-written checks, because per-event pydantic validation costs about
-twice the CPU (FACTS.md). `herald.contracts` holds the reference models; a differential test
+twice the CPU (FACTS.md). `herald.model.contracts` holds the reference models; a differential test
 (tests/test_validate.py) holds the two to the same verdict on every case of the corpus.
 
 Measured (scratch script, 1M calls each, CPython 3.11, 2 shared cores under other load) on a
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from herald.contracts import (
+from herald.model.contracts import (
     CHANNELS,
     CONTENT_FORMATS,
     ID_MAX,
@@ -38,7 +38,7 @@ from herald.contracts import (
     TITLE_MAX,
     TYPES,
 )
-from herald.topics import ACKS, BROADCASTS, DELIVERIES
+from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 
 _INSTANT = re.compile(RFC3339_PATTERN)
 _TENANT = re.compile(TENANT_PATTERN)

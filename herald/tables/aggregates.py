@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from herald.config import RetryPolicy
-from herald.sinks.schema import COUNTERS
+from herald.model.schema import COUNTERS
 from herald.tables import histogram
 
 if TYPE_CHECKING:
-    from herald.streams.event import Event
+    from herald.model.event import Event
 
 INDEX = {name: i for i, name in enumerate(COUNTERS)}
 LATENCY = len(COUNTERS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from herald.sinks.schema import BUCKETS_PER_OCTAVE
+from herald.model.schema import BUCKETS_PER_OCTAVE
 
 Histogram = dict[str, int]
 

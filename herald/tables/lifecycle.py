@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from herald.streams.event import Event
+    from herald.model.event import Event
 
 MILESTONES = {
     "created": "created_at",

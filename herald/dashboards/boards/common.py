@@ -1,7 +1,7 @@
 """SQL fragments and variables the six dashboards share.
 
 Stats tables hold one partial row per aggregation shard: every query reads them with FINAL
-and sums over shards. Histograms are log buckets (herald.sinks.schema): bucket b stands for
+and sums over shards. Histograms are log buckets (herald.model.schema): bucket b stands for
 2^((b + 0.5) / 8) ms, and percentiles over any set of rows merge by weight.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from herald.dashboards.model import Variable
-from herald.sinks.schema import BUCKETS_PER_OCTAVE
+from herald.model.schema import BUCKETS_PER_OCTAVE
 
 
 def var_filter(column: str, variable: str) -> str:

@@ -1,6 +1,6 @@
 """Herald's Kafka topics and the admin calls that create them and wait for them to be usable.
 
-Every client takes its connection arguments from `Settings.kafka_client_kwargs()`, so the same
+Every client takes its connection arguments from `clients.connection(settings)`, so the same
 code works against the local broker and a secured remote cluster.
 """
 
@@ -16,10 +16,11 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from herald import topics
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
-from herald.kafka_io import MAX_MESSAGE_BYTES
+from herald.kafka import clients
+from herald.kafka.clients import MAX_MESSAGE_BYTES
+from herald.model import topics
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -160,7 +161,7 @@ def _hosts(bootstrap: str) -> list[tuple[str, int]]:
 @asynccontextmanager
 async def _admin(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(
-        **settings.kafka_client_kwargs(), request_timeout_ms=int(ATTEMPT_TIMEOUT_S * 1000)
+        **clients.connection(settings), request_timeout_ms=int(ATTEMPT_TIMEOUT_S * 1000)
     )
     try:
         await admin.start()

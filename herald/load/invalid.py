@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from herald import topics
+from herald.model import topics
 
 Corruption = Callable[[dict[str, Any]], bytes]
 

@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from herald import local_kafka
 from herald.config import Settings
 from herald.errors import HeraldError
-from herald.query import ask_running_process
+from herald.kafka import local_broker
+from herald.processes.query import ask_running_process
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ class HeraldProcess:
             **os.environ,
             "HERALD_DATA_DIR": str(data_dir),
             "HERALD_KAFKA_BOOTSTRAP": bootstrap,
-            "HERALD_WEB_PORT": str(local_kafka.free_port()),
+            "HERALD_WEB_PORT": str(local_broker.free_port()),
             **{f"HERALD_{k.upper()}": str(v) for k, v in env.items()},
         }
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -8,15 +8,15 @@ import logging
 import faust
 import mode.loop
 
-from herald import kafka_admin
-from herald.app import ROLES, create_app
 from herald.config import Settings
+from herald.kafka import admin
+from herald.processes.app import ROLES, create_app
 from herald.sinks import clickhouse
 
 
 def preflight(settings: Settings, role: str) -> None:
     """Fail with one line now, rather than with a traceback from inside the worker."""
-    asyncio.run(kafka_admin.wait_for_broker(settings, settings.connect_timeout_s))
+    asyncio.run(admin.wait_for_broker(settings, settings.connect_timeout_s))
     if "sink" in ROLES[role]:
         clickhouse.connect(settings.dsn).close()
 

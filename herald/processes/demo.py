@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from herald import local_kafka
-from herald.child import HeraldProcess, wait_for
 from herald.config import Settings
-from herald.query import write_report
-from herald.simulate import Scenario, run_live
+from herald.kafka import local_broker
+from herald.load.simulate import Scenario, run_live
+from herald.processes.child import HeraldProcess, wait_for
+from herald.processes.query import write_report
 
 Progress = Callable[[str], None]
 LIVE_EVERY_S = 5.0
@@ -44,7 +44,7 @@ def run_demo(settings: Settings, duration_s: float, rate: float, out: Path,
              progress: Progress) -> str:  # fmt: skip
     started = time.monotonic()
     progress("starting the local Kafka broker (the first run fetches its jars with Maven)")
-    broker = local_kafka.start(settings.data_path, settings.kafka_port, progress=progress)
+    broker = local_broker.start(settings.data_path, settings.kafka_port, progress=progress)
     settings = settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
     try:
         progress(f"Kafka at {broker.bootstrap}; starting herald run (worker + sink, chDB)")
@@ -59,7 +59,7 @@ def run_demo(settings: Settings, duration_s: float, rate: float, out: Path,
             herald.stop()
     finally:
         if not broker.already_running:
-            local_kafka.stop(settings.data_path)
+            local_broker.stop(settings.data_path)
     took = time.monotonic() - started
     return f"{summary}\nreport: {report}\ndemo took {took:.0f} s; data in {settings.data_path}"
 

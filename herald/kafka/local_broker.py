@@ -29,8 +29,8 @@ from typing import Any
 import herald
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
-from herald.kafka_admin import wait_for_broker
-from herald.kafka_templates import LOG4J2, server_properties
+from herald.kafka.admin import wait_for_broker
+from herald.kafka.templates import LOG4J2, server_properties
 
 Progress = Callable[[str], None]
 POM_PLACES = ("_deploy/kafka/pom.xml", "../deploy/kafka/pom.xml")  # wheel, then source tree

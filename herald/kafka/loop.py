@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from herald import kafka_io
 from herald.config import Settings
-from herald.stats import PipelineStats
+from herald.kafka import clients
+from herald.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 POLL_MS = 200
@@ -41,7 +41,7 @@ class LoopService(mode.Service):
     """Consume `topics()` in batches and hand each batch to `process`."""
 
     group: str = ""
-    # How long the broker may hold a fetch to fill it (kafka_io.consumer); 0: answer at once.
+    # How long the broker may hold a fetch to fill it (clients.consumer); 0: answer at once.
     fetch_wait_ms: int = 0
 
     def __init__(
@@ -90,7 +90,7 @@ class LoopService(mode.Service):
             await self.consumer.commit(offsets)
 
     async def on_start(self) -> None:
-        self._consumer = kafka_io.consumer(
+        self._consumer = clients.consumer(
             self.settings, self.group, self.topics(), _Listener(self), self.fetch_wait_ms
         )
         await self._consumer.start()

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.helpers import create_ssl_context
 
 from herald.config import Settings
 
@@ -16,9 +18,23 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 FETCH_MIN_BYTES = 1024 * 1024
 
 
+def connection(settings: Settings) -> dict[str, Any]:
+    """Connection arguments shared by every aiokafka client Herald creates."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
+    return kwargs
+
 def producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        **settings.kafka_client_kwargs(),
+        **connection(settings),
         acks="all",
         linger_ms=0,  # messages are already batches of thousands of events
         # Packed JSON shrinks to ~22 %: the broker and both consumers of herald.events move a
@@ -49,7 +65,7 @@ def consumer(
     """
     batching = {"fetch_min_bytes": FETCH_MIN_BYTES, "fetch_max_wait_ms": fetch_wait_ms}
     client = AIOKafkaConsumer(
-        **settings.kafka_client_kwargs(),
+        **connection(settings),
         group_id=f"{settings.group_prefix}-{group}",
         group_instance_id=f"{group}-{socket.gethostname()}-{settings.web_port}",
         enable_auto_commit=False,
@@ -68,7 +84,7 @@ def consumer(
 def reader(settings: Settings) -> AIOKafkaConsumer:
     """A consumer outside any group, for reading a changelog partition from an offset."""
     return AIOKafkaConsumer(
-        **settings.kafka_client_kwargs(),
+        **connection(settings),
         group_id=None,
         enable_auto_commit=False,
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,

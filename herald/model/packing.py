@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from herald.streams.event import Event
+from herald.model.event import Event
 
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE = msgspec.json.Decoder(list[Event]).decode

@@ -1,4 +1,4 @@
-"""The local broker's configuration files, written by `herald.local_kafka` on every start.
+"""The local broker's configuration files, written by `herald.kafka.local_broker` on every start.
 
 They live in the package (not under deploy/) so a wheel install finds them too.
 """
@@ -45,5 +45,5 @@ def server_properties(kdir: Path, port: int, controller: int) -> str:
         # Herald creates its topics with explicit partitions and retention.
         "auto.create.topics.enable": "false",
     }
-    lines = ["# Written by herald.local_kafka on every start: edits are lost."]
+    lines = ["# Written by herald.kafka.local_broker on every start: edits are lost."]
     return "\n".join([*lines, *(f"{k}={v}" for k, v in settings.items())]) + "\n"

@@ -18,16 +18,17 @@ import mode
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from herald import kafka_admin, kafka_io, topics
 from herald.config import Settings
 from herald.dashboards.report import render_report
-from herald.processes import IngestProcesses
+from herald.kafka import admin, clients
+from herald.kafka.loop import LoopService
+from herald.model import topics
+from herald.processes.ingest_children import IngestProcesses
 from herald.sinks import migrations
 from herald.sinks.service import ClickHouseWriter, SinkService
-from herald.stats import PipelineStats
 from herald.streams.aggregate import ShardService, pack_rows
 from herald.streams.ingest import IngestService
-from herald.streams.service import LoopService
+from herald.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
 ROLES = {
@@ -79,10 +80,10 @@ class Pipeline(mode.Service):
         return loops
 
     async def on_start(self) -> None:
-        await kafka_admin.ensure_topics(self.settings, kafka_admin.herald_topics(self.settings))
+        await admin.ensure_topics(self.settings, admin.herald_topics(self.settings))
         if self.writer is not None:
             await self.writer.run(migrations.migrate, self.settings.raw_ttl_days)
-        self._producer = kafka_io.producer(self.settings)
+        self._producer = clients.producer(self.settings)
         await self.producer.start()
         self.loops = self._make_loops()
         for loop_service in self.loops:

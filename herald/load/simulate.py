@@ -7,7 +7,7 @@ that come the adversarial parts, each a knob: duplicates (the same bytes again, 
 another Kafka key), out-of-order messages (late by at most `max_delay_s`, well inside the
 10-minute grace, so nothing may be dropped) and invalid messages of every kind.
 
-`herald.totals.expected_totals` recomputes what Herald must report from these messages.
+`herald.load.totals.expected_totals` recomputes what Herald must report from these messages.
 `run_live` plays the same kind of traffic at a fixed rate with wall-clock event times.
 """
 
@@ -19,18 +19,18 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 import orjson
 
-from herald import topics
-from herald.broadcast_traffic import Item, World, broadcast_items, rfc3339
 from herald.config import Settings
 from herald.errors import HeraldError
-from herald.invalid_messages import INVALID_KINDS
-from herald.kafka_admin import ensure_topics, herald_topics
-from herald.produce import Batcher, Progress, SimEvent, open_producer, produce_events
+from herald.kafka.admin import ensure_topics, herald_topics
+from herald.load.invalid import INVALID_KINDS
+from herald.load.produce import Batcher, Progress, SimEvent, open_producer, produce_events
+from herald.load.scenario import Keying, Scenario
+from herald.load.traffic import Item, World, broadcast_items, rfc3339
+from herald.model import topics
 
 __all__ = [
     "INVALID_KINDS",
@@ -42,52 +42,6 @@ __all__ = [
     "rfc3339",
     "run_live",
 ]
-
-Keying = Literal["broadcast", "user", "random", "none"]
-Counters = Counter[str]
-
-GRACE_S = 600
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What to simulate. Everything is derived from `seed`: same scenario, same bytes."""
-
-    seed: int = 7
-    tenants: int = 3
-    broadcasts: int = 20  # in total, spread over the tenants
-    users_per_broadcast: int = 200
-    regions: tuple[str, ...] = ("DE", "FR", "US", "BR", "JP", "eu-west")
-    start_ms: int = 1_795_428_000_000  # 2026-11-23T10:00:00Z
-    duration_s: float = 600
-    offline_ratio: float = 0.1
-    failure_ratio: float = 0.08
-    duplicate_ratio: float = 0.02
-    out_of_order_ratio: float = 0.05
-    # How late an out-of-order or duplicate message may arrive, in event time. It must stay
-    # under the grace period minus a window, or expected totals would include dropped events.
-    max_delay_s: float = 180
-    invalid: int = 0
-    keying: Keying = "broadcast"
-
-    def __post_init__(self) -> None:
-        ratios = ("offline_ratio", "failure_ratio", "duplicate_ratio", "out_of_order_ratio")
-        for name in ratios:
-            if not 0 <= getattr(self, name) <= 1:
-                raise HeraldError(f"simulate: {name} must be between 0 and 1")
-        if self.tenants < 1 or self.broadcasts < 0 or self.users_per_broadcast < 1:
-            raise HeraldError("simulate: tenants and users must be ≥ 1, broadcasts ≥ 0")
-        if not self.regions or self.duration_s <= 0 or self.invalid < 0:
-            raise HeraldError("simulate: regions, a positive duration and invalid ≥ 0 needed")
-        if not 0 <= self.max_delay_s <= GRACE_S - 60:
-            raise HeraldError(f"simulate: max_delay_s must be within [0, {GRACE_S - 60}]")
-        if self.keying not in ("broadcast", "user", "random", "none"):
-            raise HeraldError(f"simulate: unknown keying {self.keying!r}")
-
-    @property
-    def end_ms(self) -> int:
-        return self.start_ms + int(self.duration_s * 1000)
-
 
 # --- adversarial parts -----------------------------------------------------------------------
 
@@ -199,7 +153,7 @@ async def run_live(
     sc = scenario or Scenario(invalid=20)
     specs = herald_topics(settings)
     await ensure_topics(settings, {t: specs[t] for t in topics.INPUT_TOPICS})
-    counts: Counters = Counter()
+    counts: Counter[str] = Counter()
     loop = asyncio.get_running_loop()
     items = _live_items(sc)
     first = next(items)  # plans the first scenario before the clock starts

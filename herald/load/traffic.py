@@ -3,7 +3,7 @@
 on several channels, failures retried with the channel's backoff or dead-lettered, offline
 users held as `pending`, acks with read delays of minutes, polls answered.
 
-`herald.simulate` schedules these items, adds the adversarial parts and renders the bytes.
+`herald.load.simulate` schedules these items, adds the adversarial parts and renders the bytes.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from herald import topics
 from herald.config import DEFAULT_RETRY
-from herald.invalid_messages import Corruption
-
-if TYPE_CHECKING:
-    from herald.simulate import Scenario
+from herald.load.invalid import Corruption
+from herald.load.scenario import Scenario
+from herald.model import topics
 
 TENANT_NAMES = (
     "acme", "globex", "initech", "umbrella", "hooli",

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from herald import topics
 from herald.config import DEFAULT_RETRY
-from herald.produce import SimEvent
+from herald.load.produce import SimEvent
+from herald.model import topics
 
 Counters = Counter[str]
 

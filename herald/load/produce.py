@@ -23,7 +23,8 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
-from herald.kafka_admin import wait_for_broker
+from herald.kafka import clients
+from herald.kafka.admin import wait_for_broker
 
 Progress = Callable[[str], None]
 
@@ -46,7 +47,7 @@ class SimEvent:
 async def open_producer(settings: Settings, **overrides: Any) -> AsyncIterator[AIOKafkaProducer]:
     """A started producer with Herald's connection settings; a one-line error if unreachable."""
     kwargs: dict[str, Any] = {
-        **settings.kafka_client_kwargs(),
+        **clients.connection(settings),
         "acks": "all",
         "linger_ms": 5,
         "max_batch_size": _BATCH_BYTES,

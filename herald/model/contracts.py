@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from herald.errors import HeraldError
-from herald.topics import ACKS, BROADCASTS, DELIVERIES
+from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 
 SCHEMA_VERSION = 1
 INT_MAX = 2**63 - 1

@@ -60,7 +60,12 @@ class Settings(BaseSettings):
     partitions: int = Field(4, description="partitions of the input topics Herald creates")
     shards: int = Field(4, description="partitions of herald.events (aggregation shards)")
     grace_s: int = Field(600, description="lateness accepted after a window ends")
-    dedup_horizon_s: int = Field(86400, description="how long an event_id is remembered")
+    dedup_horizon_s: int = Field(
+        86400, gt=0, description="an event_id is remembered this long of event time (up to 2x)"
+    )
+    max_future_s: int = Field(
+        900, gt=0, description="events further ahead of the wall clock are invalid"
+    )
     idle_partition_s: float = Field(30.0, description="idle source partitions stop holding back")
     snapshot_interval_s: float = Field(1.0, description="how often changed windows are published")
     batch_max: int = Field(20000, description="max records per consumer batch")

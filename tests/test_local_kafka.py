@@ -195,7 +195,8 @@ def test_herald_topics_follow_the_settings() -> None:
     )
     packed = {"max.message.bytes": str(16 * 1024 * 1024)}
     assert specs[topics.EVENTS] == TopicSpec(5, {"retention.ms": week, **packed})
-    changelog = {"retention.ms": str(5 * 86_400_000 + 3_600_000), "cleanup.policy": "delete"}
+    # Dedup ids live up to two horizons (5 days here): the changelog keeps them that long.
+    changelog = {"retention.ms": str(2 * 5 * 86_400_000 + 3_600_000), "cleanup.policy": "delete"}
     assert specs[topics.CHANGELOG] == TopicSpec(5, {**changelog, **packed})
     assert specs[topics.AGGREGATES] == TopicSpec(3, packed)
     assert specs[topics.ESCALATIONS] == TopicSpec(3, {})

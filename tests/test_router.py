@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import re
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 
 from herald.config import DEFAULT_RETRY
 from herald.model.event import Event
-from herald.model.packing import unpack
+from herald.model.packing import pack, unpack
 from herald.model.topics import ACKS, DELIVERIES
 from herald.streams.decode import decode
 from herald.streams.ingest import CHUNK, Router, invalid_record, shard_of
@@ -169,3 +171,41 @@ def test_routed_messages_feed_a_shard(tmp_path: Path) -> None:
         assert shard.watermarks.sources == {"deliveries/0": [T0 + 29, False]}
     finally:
         store.close()
+
+
+def test_an_event_too_far_ahead_of_the_wall_clock_is_invalid_and_moves_no_watermark() -> None:
+    """A bad clock or a far-future duplicate would push its partition's watermark ahead and
+    close every window early; beyond HERALD_MAX_FUTURE_S it is refused with a clear reason."""
+    now = int(time.time() * 1000)
+    router = Router(SHARDS, max_future_s=900)
+    values = [
+        raw_event(DELIVERIES, "delivered", now + 10 * MIN),  # a skewed clock: accepted
+        raw_event(DELIVERIES, "delivered", now + 24 * 60 * MIN),  # a day ahead: refused
+    ]
+    recs = records(DELIVERIES, 0, values)
+    packed, invalid = router.route(DELIVERIES, 0, recs)
+    assert sum(len(unpack(v)[1]) for _, v in packed) == 1
+    (refused,) = invalid
+    assert refused["source_offset"] == recs[1].offset
+    assert re.fullmatch(
+        r"occurred_at: \S+Z is 8\d{4} s ahead of the wall clock \(at most 900 s, "
+        r"HERALD_MAX_FUTURE_S\)",
+        refused["error"],
+    ), refused["error"]
+    assert router.sources["deliveries/0"].watermark == now + 10 * MIN
+
+
+def test_an_accepted_future_event_closes_windows_early_within_the_cap(tmp_path: Path) -> None:
+    """What the cap bounds: an event accepted ahead of the others moves its partition's
+    watermark; once every partition is that far, earlier windows are final, and their late
+    events are counted as dropped, never silently lost."""
+    shard = Shard(0, ShardStore(tmp_path / "s"), 60, DEFAULT_RETRY)
+    try:
+        ahead = decode(DELIVERIES, raw_event(DELIVERIES, "queued", T0 + 15 * MIN))
+        shard.apply([(0, pack({"src": "deliveries/0", "wm": T0}, [ahead]))])
+        late = decode(DELIVERIES, raw_event(DELIVERIES, "delivered", T0 + 1_000))
+        shard.apply([(1, pack({"src": "deliveries/0", "wm": ahead.ts}, [late]))])
+        assert shard.take_counts()["late_dropped"] == 1
+        assert by_broadcast(T0) not in shard.aggs
+    finally:
+        shard.store.close()

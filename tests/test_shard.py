@@ -27,7 +27,8 @@ from herald.streams.decode import decode
 from herald.streams.shard import Key, Shard, encode_key
 from herald.tables import aggregates, histogram, lifecycle
 from herald.tables.aggregates import COUNTERS
-from herald.tables.store import Change, ShardStore, dedup_key
+from herald.tables.dedup import identity, prefix
+from herald.tables.store import Change, ShardStore
 from herald.tables.windows import is_closed
 
 T0 = int(datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp() * 1000)
@@ -90,14 +91,15 @@ def by_region(ts: int, tenant: str = "t1", region: str = "DE", channel: str = "p
 class Feed:
     """One shard fed batch by batch as the service does: apply, then write the Change."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, dedup_horizon_s: int = 86_400) -> None:
         self.path = path
+        self.dedup_horizon_s = dedup_horizon_s
         self.offset = 0
         self.changelog: list[bytes] = []  # every written Change, encoded: the changelog topic
         self.shard = self.open()
 
     def open(self) -> Shard:
-        return Shard(0, ShardStore(self.path), GRACE_S, DEFAULT_RETRY)
+        return Shard(0, ShardStore(self.path), GRACE_S, DEFAULT_RETRY, self.dedup_horizon_s)
 
     def apply(self, *messages: bytes) -> Change:
         """Apply a batch at the next offsets without persisting it (a crash may follow)."""
@@ -225,11 +227,6 @@ def test_a_duplicate_under_another_type_or_topic_is_still_a_duplicate(feed: Feed
     assert counters(feed.shard, by_broadcast(T0)) == {"delivered": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dedup key includes the event-time hour (store.dedup_key): the same (tenant, "
-    "event_id) with occurred_at in another hour is counted twice",
-)
 def test_a_duplicate_with_another_occurred_at_hour_is_counted_once(feed: Feed) -> None:
     before = delivery("delivered", T0 + 59 * MIN + 59_000, event_id="dup")
     after = delivery("delivered", T0 + 60 * MIN + 1_000, event_id="dup")  # next hour
@@ -237,6 +234,59 @@ def test_a_duplicate_with_another_occurred_at_hour_is_counted_once(feed: Feed) -
     assert counts["duplicates"] == 1
     total = sum(counters(feed.shard, key).get("delivered", 0) for key in feed.shard.aggs)
     assert total == 2  # one per key kind (broadcast, region): the event counted once
+
+
+def _advance(feed: Feed, to_ms: int) -> None:
+    """Traffic on the only feeding partition up to `to_ms`, one event per hour of event time."""
+    wm = feed.shard.table_watermark or T0
+    for ts in range(wm + 60 * MIN, to_ms + 1, 60 * MIN):
+        feed.batch(msg(D0, wm, [delivery("queued", ts)]))
+        wm = ts
+
+
+@pytest.mark.parametrize("hours_later", [3, 20])
+def test_a_duplicate_hours_later_inside_the_horizon_is_counted_once(
+    feed: Feed, hours_later: int
+) -> None:
+    original = delivery("delivered", T0 + 1_000, event_id="late-dup")
+    feed.batch(msg(D0, T0, [original]))
+    _advance(feed, T0 + hours_later * 60 * MIN)
+    counts = feed.batch(msg(D0, feed.shard.table_watermark or T0, [original]))
+    assert counts == {"events_in": 1, "duplicates": 1, "late_dropped": 0}
+
+
+def test_a_conflicting_duplicate_counts_as_a_duplicate_and_the_first_wins(feed: Feed) -> None:
+    first = delivery("delivered", T0 + 1_000, event_id="c1", latency_ms=40)
+    changed = delivery("failed", T0 + 2 * 60 * MIN, event_id="c1", region="FR", channel="sms")
+    feed.batch(msg(D0, T0, [first]))
+    _advance(feed, T0 + 2 * 60 * MIN)
+    counts = feed.batch(msg(D0, feed.shard.table_watermark or T0, [changed]))
+    assert counts["duplicates"] == 1
+    assert counters(feed.shard, by_broadcast(T0)) == {"delivered": 1}
+    assert not any(key[2] == "FR" for key in feed.shard.aggs if key[0] == "r")
+
+
+def test_event_ids_expire_after_the_horizon_by_a_range_delete(tmp_path: Path) -> None:
+    """Remembered for at least one horizon of event time and at most two (tables/dedup.py)."""
+    horizon_h = 2
+    feed = Feed(tmp_path / "s", dedup_horizon_s=horizon_h * 3600)
+    try:
+        original = delivery("delivered", T0 + 1_000, event_id="old")
+        feed.batch(msg(D0, T0, [original]))
+        _advance(feed, T0 + horizon_h * 60 * MIN)
+        assert feed.batch(msg(D0, T0, [original]))["duplicates"] == 1  # one horizon on: kept
+        _advance(feed, T0 + 3 * horizon_h * 60 * MIN)
+        assert feed.shard.store.first_seen([b"d%08x" % (T0 // (horizon_h * 3_600_000))
+                                            + b"t1\x00old"]) == [None]  # fmt: skip
+        assert feed.batch(msg(D0, T0, [original]))["duplicates"] == 0  # forgotten
+        # The expiry is part of the change, so a store rebuilt from the changelog forgets too.
+        restored = ShardStore(tmp_path / "restored")
+        for record in feed.changelog:
+            restored.write(Change.decode(record))
+        assert list(restored.scan(b"d")) == list(feed.shard.store.scan(b"d"))
+        restored.close()
+    finally:
+        feed.shard.store.close()
 
 
 def test_late_events_are_dropped_by_the_min_watermark_out_of_order_counted(feed: Feed) -> None:
@@ -528,12 +578,14 @@ def test_changelog_restores_the_same_state_in_a_fresh_store(feed: Feed, tmp_path
 def test_change_encode_decode_round_trip() -> None:
     change = Change()
     change.put(b"moffset", 12)
-    change.put(dedup_key("t1", "e\u20ac\u0000", T0), 3)  # dedup keys hold a NUL and any UTF-8
+    change.put(prefix(7) + identity("t1", "e\u20ac\u0000"), 3)  # dedup keys: a NUL, any UTF-8
+    change.delete_range(b"d", prefix(6))
     change.put(b"a" + orjson.dumps(["b", "t1", "b1", T0]), aggregates.new())
     change.delete(b"x" + orjson.dumps(["b", "t1", "b0", T0]))
     decoded = Change.decode(change.encode(change.serialised()))
     assert decoded.serialised() == change.serialised()
     assert decoded.deletes == change.deletes
+    assert decoded.ranges == change.ranges
 
 
 # -- snapshots --------------------------------------------------------------------------------

@@ -42,8 +42,9 @@ def herald_topics(settings: Settings) -> dict[str, TopicSpec]:
     # Input records keep the producer's timestamp (CreateTime), and retention is explicit so a
     # broker with another default does not silently keep or drop them.
     inputs = {"retention.ms": str(INPUT_RETENTION_MS), "message.timestamp.type": "CreateTime"}
-    # The changelog must outlive the dedup horizon, or a restored shard forgets event ids.
-    changelog_ms = max(settings.dedup_horizon_s * 1000 + HOUR_MS, 2 * DAY_MS)
+    # The changelog must outlive the dedup ids (kept up to twice the horizon, tables/dedup.py),
+    # or a restored shard forgets event ids.
+    changelog_ms = max(2 * settings.dedup_horizon_s * 1000 + HOUR_MS, 2 * DAY_MS)
     specs = {name: TopicSpec(n, dict(inputs)) for name in topics.INPUT_TOPICS}
     # Internal topics carry packed messages: a batch's changelog record can exceed 1 MB.
     packed = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}

@@ -42,7 +42,8 @@ class ShardService(LoopService):
                 continue
             store = ShardStore(self.settings.data_path / "state" / f"shard-{tp.partition}")
             await changelog.restore(self.settings, tp.partition, store)
-            shard = Shard(tp.partition, store, self.settings.grace_s, self.settings.retry)
+            shard = Shard(tp.partition, store, self.settings.grace_s, self.settings.retry,
+                          self.settings.dedup_horizon_s)  # fmt: skip
             self.shards[tp.partition] = shard
             if shard.offset is None:
                 await self.consumer.seek_to_beginning(tp)
@@ -73,7 +74,6 @@ class ShardService(LoopService):
                 continue
             change = shard.apply((r.offset, r.value) for r in records)
             changes.append((shard.id, shard.store, change))
-            shard.expire_dedup(self.settings.dedup_horizon_s * 1000)
             self.stats.add(**shard.take_counts())
         await changelog.record(self.producer, changes)
         if time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval_s:

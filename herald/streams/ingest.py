@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -80,10 +81,15 @@ class Source:
 
 
 class Router:
-    """Pure routing: records of one partition in, packed messages per shard and invalids out."""
+    """Pure routing: records of one partition in, packed messages per shard and invalids out.
 
-    def __init__(self, shards: int) -> None:
+    An event further ahead of the wall clock than `max_future_s` is invalid: it would push its
+    partition's watermark into the future and close every window before its events came.
+    """
+
+    def __init__(self, shards: int, max_future_s: float = 900) -> None:
         self.shards = shards
+        self.max_future_ms = int(max_future_s * 1000)
         self.sources: dict[str, Source] = {}
 
     def route(
@@ -94,9 +100,12 @@ class Router:
         by_shard: dict[int, list[Event]] = {}
         invalid = []
         watermark = source.watermark
+        latest_ms = int(time.time() * 1000) + self.max_future_ms
         for record in records:
             try:
                 event = decode(topic, record.value)
+                if event.ts > latest_ms:
+                    raise self._from_the_future(event.ts, latest_ms)
             except InvalidEvent as exc:
                 invalid.append(invalid_record(record, str(exc)))
                 continue
@@ -114,6 +123,14 @@ class Router:
         source.watermark = watermark
         source.last_record = time.monotonic()
         return packed, invalid
+
+    def _from_the_future(self, ts_ms: int, latest_ms: int) -> InvalidEvent:
+        ahead_s = (ts_ms - latest_ms + self.max_future_ms) / 1000
+        when = datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds")
+        return InvalidEvent(
+            f"occurred_at: {when.replace('+00:00', 'Z')} is {ahead_s:.0f} s ahead of the wall "
+            f"clock (at most {self.max_future_ms // 1000} s, HERALD_MAX_FUTURE_S)"
+        )
 
     def heartbeat(self, idle: dict[str, bool]) -> bytes:
         """One message for every shard: each assigned partition's watermark and idleness."""
@@ -138,7 +155,7 @@ class IngestService(LoopService):
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
-        self.router = Router(settings.shards)
+        self.router = Router(settings.shards, settings.max_future_s)
         self._last_heartbeat = 0.0
         self._in_flight: asyncio.Future[None] | None = None
 

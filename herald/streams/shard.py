@@ -19,7 +19,8 @@ from herald.model.event import Event
 from herald.model.packing import unpack
 from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 from herald.tables import aggregates, lifecycle
-from herald.tables.store import HOUR_MS, OFFSET, WATERMARKS, Change, ShardStore, dedup_key
+from herald.tables.dedup import GENERATIONS, Generations, identity
+from herald.tables.store import OFFSET, WATERMARKS, Change, ShardStore
 from herald.tables.watermarks import Watermarks
 from herald.tables.windows import is_closed, window_start
 
@@ -35,7 +36,12 @@ class Shard:
     """In-memory view of a shard's live state, backed by its ShardStore."""
 
     def __init__(
-        self, shard_id: int, store: ShardStore, grace_s: int, retry: dict[str, RetryPolicy]
+        self,
+        shard_id: int,
+        store: ShardStore,
+        grace_s: int,
+        retry: dict[str, RetryPolicy],
+        dedup_horizon_s: int = 86_400,
     ) -> None:
         self.id = shard_id
         self.store = store
@@ -44,6 +50,7 @@ class Shard:
         self.offset: int | None = store.meta(OFFSET)
         self.watermarks = Watermarks((DELIVERIES, ACKS), store.meta(WATERMARKS) or {})
         self.table_watermark: int | None = store.meta(TABLE_WATERMARK)
+        self.dedup = Generations(dedup_horizon_s * 1000, store.meta(GENERATIONS))
         self.aggs: dict[Key, aggregates.Aggregate] = {
             tuple(orjson.loads(k[1:])): v for k, v in store.scan(b"a")
         }
@@ -63,7 +70,6 @@ class Shard:
         self._touched: set[tuple[bytes, Key]] = set()
         self.counts = {"events_in": 0, "duplicates": 0, "late_dropped": 0}
         self._cleanup = Change()
-        self._expired_hour = -1
         self._close_windows()
 
     # -- applying input -------------------------------------------------------------------
@@ -73,8 +79,10 @@ class Shard:
         change = Change()
         messages = [(offset, *unpack(value)) for offset, value in records]
         events = [ev for _, _, evs in messages for ev in evs]
-        keys = [dedup_key(ev.tenant_id, ev.event_id, ev.ts) for ev in events]
-        seen = self.store.first_seen(keys)
+        self._roll_dedup(change, events)
+        ids = [identity(ev.tenant_id, ev.event_id) for ev in events]
+        seen = self._seen(ids)
+        fresh = self.dedup.current() if events else b""
         new_ids: set[bytes] = set()
         position = 0
         for offset, header, evs in messages:
@@ -87,12 +95,12 @@ class Shard:
             self.watermarks.observe(source, header["wm"])
             watermark = self._table_watermark()
             for ev in evs:
-                key = keys[position]
-                if seen[position] is not None or key in new_ids:
+                event_id = ids[position]
+                if seen[position] or event_id in new_ids:
                     self.counts["duplicates"] += 1
                 else:
-                    new_ids.add(key)
-                    change.put(key, offset)
+                    new_ids.add(event_id)
+                    change.put(fresh + event_id, offset)
                     self._count(ev, watermark, change)
                     self.watermarks.advance(source, ev.ts)
                 position += 1
@@ -104,6 +112,29 @@ class Shard:
         change.put(WATERMARKS, self.watermarks.sources)
         change.put(TABLE_WATERMARK, self.table_watermark)
         return change
+
+    def _roll_dedup(self, change: Change, events: list[Event]) -> None:
+        """Enter the table watermark's dedup generation; expire what fell out of the horizon.
+        Before any feeding partition has a watermark, the batch's newest event time stands in:
+        ids then land in a generation no older than their own events, never expiring early."""
+        clock = self.table_watermark
+        if clock is None:
+            if not events:
+                return
+            clock = max(ev.ts for ev in events)
+        expired_below = self.dedup.roll(clock)
+        if expired_below is not None:
+            change.delete_range(b"d", expired_below)
+        change.put(GENERATIONS, self.dedup.live)
+
+    def _seen(self, ids: list[bytes]) -> list[bool]:
+        """Whether each (tenant, event id) was seen in a live generation: one multi-get."""
+        prefixes = self.dedup.prefixes()
+        found = self.store.first_seen([p + event_id for p in prefixes for event_id in ids])
+        if len(prefixes) == 1:
+            return [value is not None for value in found]
+        n = len(ids)
+        return [a is not None or b is not None for a, b in zip(found[:n], found[n:], strict=True)]
 
     def _table_watermark(self) -> int | None:
         """Monotonic: a partition that reappears behind must not reopen a closed window."""
@@ -231,15 +262,6 @@ class Shard:
         """What `published` changed (marks cleared, final windows dropped), to persist."""
         change, self._cleanup = self._cleanup, Change()
         return change
-
-    def expire_dedup(self, horizon_ms: int) -> None:
-        """Forget event ids older than the horizon (event time), once per hour of progress."""
-        if self.table_watermark is None:
-            return
-        cutoff = self.table_watermark - horizon_ms
-        if cutoff // HOUR_MS > self._expired_hour:
-            self._expired_hour = cutoff // HOUR_MS
-            self.store.expire_dedup(cutoff)
 
     def take_counts(self) -> dict[str, int]:
         counts = self.counts

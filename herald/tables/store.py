@@ -9,8 +9,8 @@ Keys are UTF-8 text with a one-letter prefix per kind, values JSON:
   m<name>                 meta: next input offset, changelog position, watermarks
   a<json key>             a window aggregate        l<json key>  a broadcast lifecycle
   x<a or l key>           changed, not yet published to ClickHouse
-  d<hour hex><tenant>\\0<event id>   an event id seen, with the input offset it was seen at
-Dedup ids are grouped by event-time hour so expiry is one range delete.
+  d<generation hex><tenant>\\0<event id>   an event id seen, with the input offset it was seen
+                          at (tables/dedup.py: generations expire by one range delete)
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ from rocksdict import BlockBasedOptions, Options, Rdict, WriteBatch
 OFFSET = b"moffset"
 CHANGELOG = b"mchangelog"
 WATERMARKS = b"mwatermarks"
-HOUR_MS = 3_600_000
-
-
-def dedup_key(tenant_id: str, event_id: str, ts_ms: int) -> bytes:
-    return f"d{ts_ms // HOUR_MS:08x}{tenant_id}\x00{event_id}".encode()
 
 
 def _dumps(value: Any) -> bytes:
@@ -42,7 +37,8 @@ def _dumps(value: Any) -> bytes:
 
 @dataclass
 class Change:
-    """What one batch changed: values by key (kept live until written), and deletions.
+    """What one batch changed: values by key (kept live until written), deletions, and key
+    ranges [begin, end) to delete (expired dedup generations).
 
     Values are serialised once, when the change is written, however often a batch touched
     them: a hot window updated 10 000 times in a batch costs one orjson.dumps.
@@ -50,6 +46,7 @@ class Change:
 
     puts: dict[bytes, Any] = field(default_factory=dict)
     deletes: set[bytes] = field(default_factory=set)
+    ranges: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def put(self, key: bytes, value: Any) -> None:
         self.puts[key] = value
@@ -59,19 +56,24 @@ class Change:
         self.puts.pop(key, None)
         self.deletes.add(key)
 
+    def delete_range(self, begin: bytes, end: bytes) -> None:
+        self.ranges.append((begin, end))
+
     def serialised(self) -> dict[bytes, bytes]:
         return {k: _dumps(v) for k, v in self.puts.items()}
 
     def encode(self, serialised: dict[bytes, bytes]) -> bytes:
         """The changelog record: one message, so a batch's change lands whole or not at all."""
         puts = {k.decode(): orjson.Fragment(v) for k, v in serialised.items()}
-        return orjson.dumps({"put": puts, "del": [k.decode() for k in self.deletes]})
+        ranges = [[begin.decode(), end.decode()] for begin, end in self.ranges]
+        return orjson.dumps({"put": puts, "del": [k.decode() for k in self.deletes], "rng": ranges})
 
     @classmethod
     def decode(cls, data: bytes) -> Change:
         doc = orjson.loads(data)
         puts = {k.encode(): v for k, v in doc["put"].items()}
-        return cls(puts=puts, deletes={k.encode() for k in doc["del"]})
+        ranges = [(begin.encode(), end.encode()) for begin, end in doc.get("rng", [])]
+        return cls(puts=puts, deletes={k.encode() for k in doc["del"]}, ranges=ranges)
 
 
 class ShardStore:
@@ -112,16 +114,14 @@ class ShardStore:
 
     def write(self, change: Change, serialised: dict[bytes, bytes] | None = None) -> None:
         batch = WriteBatch(raw_mode=True)
+        for begin, end in change.ranges:
+            batch.delete_range(begin, end)
         values = serialised or change.serialised()
         for key in sorted(values):
             batch.put(key, values[key])
         for key in change.deletes:
             batch.delete(key)
         self._db.write(batch)
-
-    def expire_dedup(self, before_ms: int) -> None:
-        """Forget event ids from event-time hours wholly before `before_ms`."""
-        self._db.delete_range(b"d", f"d{before_ms // HOUR_MS:08x}".encode())
 
     def close(self) -> None:
         self._db.close()

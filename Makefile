@@ -17,17 +17,18 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/herald demo
 
-# Headless Chromium for the report's browser test (Debian packages; skipped where apt is absent).
+# Headless Chromium and its driver for the report's browser test (Debian packages; where apt
+# is absent the test is skipped, and pytest -rs prints why in the summary).
 browser:
-	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && \
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
-	  echo "chromium not installed: the report's browser test will be skipped"; }
+	  echo "chromium or chromedriver not installed: the report's browser test will be skipped"; }
 
 test: install browser
 	$(PY) -m ruff check herald tests
 	$(PY) -m mypy herald
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
 
 lint: install
 	$(PY) -m ruff check herald tests

@@ -29,6 +29,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         local_broker.stop(data_dir)
 
 
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    """A broker of its own: topic names are fixed by the spec, so tests cannot share one."""
+    data_dir = tmp_path / "broker"
+    started = local_broker.start(data_dir, port=local_broker.free_port())
+    try:
+        yield started.bootstrap
+    finally:
+        local_broker.stop(data_dir)
+
+
 @pytest.fixture(scope="session")
 def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ClickHouse data written by the real pipeline: a fresh broker, a simulated hour of

@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 from pydantic import ValidationError
@@ -428,7 +429,6 @@ def test_corpus_covers_every_field_and_type() -> None:
 
 
 def test_exported_json_schemas_agree_on_the_corpus() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     validators = {t: jsonschema.Draft202012Validator(s) for t, s in json_schemas().items()}
     for topic, message in VALID:
         assert validators[topic].is_valid(orjson.loads(message)), message

@@ -1,0 +1,102 @@
+"""SIGKILLs that land mid-stream (SPEC §8), on every process that holds state or offsets.
+
+Each kill first reads what ClickHouse shows, and asserts it is strictly between nothing and
+everything: a kill before the first or after the last event would prove nothing. The kill
+then lands after a random pause of up to half a second: the query is answered between two of
+the sink's inserts, and a kill right after it would always find the sink idle. The totals
+after the restarts must still be exact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from herald.kafka import local_broker
+from herald.load.simulate import Scenario, generate
+from herald.load.totals import Totals, expected_totals
+from herald.processes.child import HeraldProcess
+from tests.e2e import assert_exact, produce, raw_count
+from tests.harness import Herald, wait_for
+
+pytestmark = pytest.mark.slow
+JITTER = random.Random(20261201)
+
+
+def kill_at(fraction: float, watched: HeraldProcess, totals: Totals, kill: HeraldProcess | int
+            ) -> int:  # fmt: skip
+    """Once `watched` shows `fraction` of the events, SIGKILL `kill` (a process or a pid)."""
+    target = int(totals.valid * fraction)
+    wait_for(lambda: raw_count(watched) >= target, 120, f"{fraction:.0%} processed", every_s=0.1)
+    shown = raw_count(watched)
+    time.sleep(JITTER.uniform(0, 0.5))  # where in its work the process dies, not a wait
+    if isinstance(kill, int):
+        os.kill(kill, signal.SIGKILL)
+    else:
+        kill.kill()
+    assert 0 < shown < totals.valid, f"the kill at {fraction:.0%} did not land mid-stream"
+    return shown
+
+
+def ingest_child(herald: HeraldProcess) -> int:
+    """The pid of `herald run`'s ingest child (`herald worker --only ingest`)."""
+    assert herald.proc is not None
+    pid = herald.proc.pid
+
+    def child() -> int | None:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for kid in (task / "children").read_text().split():
+                if b"--only\x00ingest" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    return int(kid)
+        return None
+
+    return wait_for(child, 30, "the ingest child")
+
+
+def test_sigkill_of_herald_run_and_of_its_ingest_child(broker: str, tmp_path: Path) -> None:
+    messages = generate(Scenario(seed=5, broadcasts=60, users_per_broadcast=400, invalid=25))
+    totals = expected_totals(messages)
+    produce(broker, messages)
+    data_dir, port = tmp_path / "h", local_broker.free_port()  # same member after restarts
+
+    def run() -> HeraldProcess:
+        return Herald(data_dir, broker, batch_max=2000, web_port=port,
+                      ingest_processes=1).start()  # fmt: skip
+
+    herald = run()
+    kill_at(0.2, herald, totals, herald)
+    herald = run()
+    kill_at(0.45, herald, totals, ingest_child(herald))  # the parent restarts it
+    kill_at(0.7, herald, totals, herald)
+    herald = run()
+    try:
+        assert_exact(herald, totals)
+    finally:
+        herald.stop()
+
+
+def test_sigkill_of_a_separate_sink_and_of_a_worker(broker: str, tmp_path: Path) -> None:
+    messages = generate(Scenario(seed=9, broadcasts=60, users_per_broadcast=400, invalid=15))
+    totals = expected_totals(messages)
+    produce(broker, messages)
+    ports = {role: local_broker.free_port() for role in ("worker", "sink")}
+
+    def start(role: str) -> HeraldProcess:
+        return Herald(tmp_path / role, broker, role=role, batch_max=2000,
+                      web_port=ports[role]).start()  # fmt: skip
+
+    worker, sink = start("worker"), start("sink")
+    try:
+        kill_at(0.3, sink, totals, sink)
+        sink = start("sink")
+        kill_at(0.6, sink, totals, worker)
+        worker = start("worker")
+        assert_exact(sink, totals)
+    finally:
+        worker.stop()
+        sink.stop()

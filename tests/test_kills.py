@@ -1,10 +1,13 @@
 """SIGKILLs that land mid-stream (SPEC §8), on every process that holds state or offsets.
 
-Each kill first reads what ClickHouse shows, and asserts it is strictly between nothing and
-everything: a kill before the first or after the last event would prove nothing. The kill
-then lands after a random pause of up to half a second: the query is answered between two of
-the sink's inserts, and a kill right after it would always find the sink idle. The totals
-after the restarts must still be exact.
+Every process stays busy: `herald run` works through a stream that is in Kafka first, in
+small polls (`batch_max` 100) so that ClickHouse fills in small steps; the worker and sink
+work on a stream that keeps arriving, a twentieth a second. Each kill comes once ClickHouse
+shows a given part, and asserts that what ClickHouse showed was strictly between nothing and
+everything: a kill before the first or after the last event would prove nothing. It lands
+after a random pause of up to half a second, since the query is answered between two of the
+sink's inserts and a kill right after it would always find the sink idle. The totals after
+the restarts must still be exact.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from herald.kafka import local_broker
-from herald.load.simulate import Scenario, generate
+from herald.load.simulate import Scenario, SimEvent, generate
 from herald.load.totals import Totals, expected_totals
 from herald.processes.child import HeraldProcess
 from tests.e2e import assert_exact, produce, raw_count
@@ -28,19 +32,18 @@ pytestmark = pytest.mark.slow
 JITTER = random.Random(20261201)
 
 
-def kill_at(fraction: float, watched: HeraldProcess, totals: Totals, kill: HeraldProcess | int
-            ) -> int:  # fmt: skip
+def kill_at(fraction: float, totals: Totals, watched: HeraldProcess, kill: HeraldProcess | int
+            ) -> None:  # fmt: skip
     """Once `watched` shows `fraction` of the events, SIGKILL `kill` (a process or a pid)."""
     target = int(totals.valid * fraction)
     wait_for(lambda: raw_count(watched) >= target, 120, f"{fraction:.0%} processed", every_s=0.1)
-    shown = raw_count(watched)
+    shown = raw_count(watched)  # answered between two inserts: the pause moves the kill off it
     time.sleep(JITTER.uniform(0, 0.5))  # where in its work the process dies, not a wait
     if isinstance(kill, int):
         os.kill(kill, signal.SIGKILL)
     else:
         kill.kill()
-    assert 0 < shown < totals.valid, f"the kill at {fraction:.0%} did not land mid-stream"
-    return shown
+    assert 0 < shown < totals.valid, f"the kill at {fraction:.0%} was not mid-stream"
 
 
 def ingest_child(herald: HeraldProcess) -> int:
@@ -65,14 +68,14 @@ def test_sigkill_of_herald_run_and_of_its_ingest_child(broker: str, tmp_path: Pa
     data_dir, port = tmp_path / "h", local_broker.free_port()  # same member after restarts
 
     def run() -> HeraldProcess:
-        return Herald(data_dir, broker, batch_max=2000, web_port=port,
+        return Herald(data_dir, broker, batch_max=100, web_port=port,
                       ingest_processes=1).start()  # fmt: skip
 
     herald = run()
-    kill_at(0.2, herald, totals, herald)
+    kill_at(0.2, totals, herald, herald)
     herald = run()
-    kill_at(0.45, herald, totals, ingest_child(herald))  # the parent restarts it
-    kill_at(0.7, herald, totals, herald)
+    kill_at(0.45, totals, herald, ingest_child(herald))  # the parent restarts it
+    kill_at(0.7, totals, herald, herald)
     herald = run()
     try:
         assert_exact(herald, totals)
@@ -80,10 +83,22 @@ def test_sigkill_of_herald_run_and_of_its_ingest_child(broker: str, tmp_path: Pa
         herald.stop()
 
 
+def paced(broker: str, messages: list[SimEvent], steps: int = 20) -> threading.Thread:
+    """Produce `messages` in `steps` parts, about one a second (load, not a wait)."""
+
+    def run() -> None:
+        for i in range(steps):
+            produce(broker, messages[len(messages) * i // steps : len(messages) * (i + 1) // steps])
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
 def test_sigkill_of_a_separate_sink_and_of_a_worker(broker: str, tmp_path: Path) -> None:
     messages = generate(Scenario(seed=9, broadcasts=60, users_per_broadcast=400, invalid=15))
     totals = expected_totals(messages)
-    produce(broker, messages)
     ports = {role: local_broker.free_port() for role in ("worker", "sink")}
 
     def start(role: str) -> HeraldProcess:
@@ -91,11 +106,15 @@ def test_sigkill_of_a_separate_sink_and_of_a_worker(broker: str, tmp_path: Path)
                       web_port=ports[role]).start()  # fmt: skip
 
     worker, sink = start("worker"), start("sink")
+    stream = paced(broker, messages)
     try:
-        kill_at(0.3, sink, totals, sink)
+        kill_at(0.2, totals, sink, sink)
         sink = start("sink")
-        kill_at(0.6, sink, totals, worker)
+        kill_at(0.4, totals, sink, sink)
+        sink = start("sink")
+        kill_at(0.6, totals, sink, worker)
         worker = start("worker")
+        stream.join()
         assert_exact(sink, totals)
     finally:
         worker.stop()

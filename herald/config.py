@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_future_s: int = Field(
         900, gt=0, description="events further ahead of the wall clock are invalid"
     )
+    retry_rate_per_s: float = Field(
+        2000, gt=0, description="retries a shard publishes per second at most (after outages)"
+    )
     idle_partition_s: float = Field(30.0, description="idle source partitions stop holding back")
     snapshot_interval_s: float = Field(1.0, description="how often changed windows are published")
     batch_max: int = Field(20000, description="max records per consumer batch")

@@ -238,3 +238,53 @@ def _lifecycle(events: list[dict[str, Any]]) -> dict[str, Any]:
             row["targeting_mode"] = targeting.get("mode", "")
             row["segment"] = targeting.get("segment") or ""
     return row
+
+
+Recipient = tuple[str, str, str, str]  # tenant, broadcast, user, channel
+
+
+@dataclass
+class Followups:
+    """SPEC §3 for a set of messages: the retries to schedule and the dead letters to send.
+
+    `retries`: (recipient, next attempt) → (failure ms, earliest due ms, latest due ms);
+    `supersede`: per recipient, (ms, attempt) of the events that cancel a retry due after them
+    (a delivery counts as attempt infinity)."""
+
+    retries: dict[tuple[Recipient, int], tuple[int, int, int]] = field(default_factory=dict)
+    dead_letters: set[tuple[Recipient, int]] = field(default_factory=set)
+    supersede: dict[Recipient, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def cancelled(self, retry: tuple[Recipient, int], due_ms: int) -> bool:
+        """In event-time order, something superseded the retry before it came due."""
+        recipient, attempt = retry
+        failed_ms = self.retries[retry][0]
+        return any(failed_ms <= ms < due_ms and n >= attempt
+                   for ms, n in self.supersede.get(recipient, []))  # fmt: skip
+
+
+def expected_followups(events: list[SimEvent]) -> Followups:
+    """From the distinct valid deliveries, in the policies' defaults."""
+    out, seen = Followups(), set()
+    for msg in events:
+        event = msg.event
+        if event is None or msg.topic != topics.DELIVERIES:
+            continue
+        identity = (event["tenant_id"], event["event_id"])
+        if identity in seen:
+            continue
+        seen.add(identity)
+        who = (event["tenant_id"], event["broadcast_id"], event["user_id"], event["channel"])
+        ms, attempt = epoch_ms(instant(event["occurred_at"])), event.get("attempt", 1)
+        if event["type"] in ("attempted", "failed", "delivered"):
+            level = math.inf if event["type"] == "delivered" else attempt
+            out.supersede.setdefault(who, []).append((ms, level))
+        if event["type"] != "failed":
+            continue
+        policy = DEFAULT_RETRY[event["channel"]]
+        if event.get("retryable", True) is not False and attempt < policy.max_attempts:
+            delay_ms = min(policy.cap_s, policy.base_s * 2 ** (attempt - 1)) * 1000
+            out.retries[(who, attempt + 1)] = (ms, ms + int(delay_ms / 2), ms + int(delay_ms))
+        else:
+            out.dead_letters.add((who, attempt))
+    return out

@@ -265,6 +265,12 @@ ALTER TABLE events_raw
     ADD COLUMN IF NOT EXISTS retryable Nullable(Bool) AFTER error_code,
     MODIFY COLUMN payload String COMMENT 'broadcasts: their other fields as JSON'
 """),
+    # One row per retry id with its latest outcome; the attempt history as JSON objects.
+    Migration(13, "delivery_retries_outcome", """
+ALTER TABLE delivery_retries
+    ADD COLUMN IF NOT EXISTS outcome LowCardinality(String)
+        COMMENT 'retry: scheduled | published | cancelled; deadletter: deadletter' AFTER history
+"""),
 )
 
 _LEDGER = """

@@ -42,8 +42,9 @@ class ShardService(LoopService):
                 continue
             store = ShardStore(self.settings.data_path / "state" / f"shard-{tp.partition}")
             await changelog.restore(self.settings, tp.partition, store)
-            shard = Shard(tp.partition, store, self.settings.grace_s, self.settings.retry,
-                          self.settings.dedup_horizon_s)  # fmt: skip
+            settings = self.settings
+            shard = Shard(tp.partition, store, settings.grace_s, settings.retry,
+                          settings.dedup_horizon_s, settings.retry_rate_per_s)  # fmt: skip
             self.shards[tp.partition] = shard
             if shard.offset is None:
                 await self.consumer.seek_to_beginning(tp)
@@ -92,6 +93,9 @@ class ShardService(LoopService):
                 key = str(shard.id).encode()
                 sent += [await self.producer.send(topics.AGGREGATES, message, key=key)
                          for message in pack_rows(rows)]  # fmt: skip
+                # Retries and dead letters: at least once, under deterministic ids.
+                sent += [await self.producer.send(topic, value, key=out_key)
+                         for topic, out_key, value in shard.messages(keys)]  # fmt: skip
                 published.append((shard, keys))
         await asyncio.gather(*sent)
         for shard, keys in published:

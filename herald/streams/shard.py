@@ -18,8 +18,9 @@ from herald.config import RetryPolicy
 from herald.model.event import Event
 from herald.model.packing import unpack
 from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
-from herald.tables import aggregates, lifecycle
+from herald.tables import aggregates, lifecycle, retries
 from herald.tables.dedup import GENERATIONS, Generations, identity
+from herald.tables.retries import FollowupTable
 from herald.tables.store import OFFSET, WATERMARKS, Change, ShardStore
 from herald.tables.watermarks import Watermarks
 from herald.tables.windows import is_closed, window_start
@@ -42,6 +43,7 @@ class Shard:
         grace_s: int,
         retry: dict[str, RetryPolicy],
         dedup_horizon_s: int = 86_400,
+        retry_rate_per_s: float = 2000,
     ) -> None:
         self.id = shard_id
         self.store = store
@@ -70,6 +72,10 @@ class Shard:
         self._touched: set[tuple[bytes, Key]] = set()
         self.counts = {"events_in": 0, "duplicates": 0, "late_dropped": 0}
         self._cleanup = Change()
+        self.followups = FollowupTable(store, retry)
+        # Retries come due in bursts after an outage: at most this many per second leave.
+        self.retry_rate_per_s = retry_rate_per_s
+        self._retry_budget, self._budget_at = retry_rate_per_s, time.monotonic()
         self._close_windows()
 
     # -- applying input -------------------------------------------------------------------
@@ -105,8 +111,10 @@ class Shard:
                     self.watermarks.advance(source, ev.ts)
                 position += 1
         self.counts["events_in"] += len(events)
-        self._persist_touched(change)
         self._table_watermark()
+        self._fire_retries(change)
+        self._persist_touched(change)
+        self.followups.persist(change)
         self._close_windows()
         change.put(OFFSET, self.offset)
         change.put(WATERMARKS, self.watermarks.sources)
@@ -158,8 +166,25 @@ class Shard:
         for key in (by_broadcast, by_region):
             aggregates.apply(self._agg(key), ev, self.retry)
             self._touched.add((b"a", key))
+        if topic == DELIVERIES:
+            self.followups.observe(ev, change)
         if topic == ACKS and ev.type == "read":
             self._time_to_read(ev, (by_broadcast, by_region), change)
+
+    def _fire_retries(self, change: Change) -> None:
+        """Publish retries whose due time both the wall clock and the table watermark passed
+        (SPEC §3); with every input partition idle and caught up, event time is the clock."""
+        now = int(time.time() * 1000)
+        if self.watermarks.all_idle():
+            clock = now
+        elif self.table_watermark is None:
+            return
+        else:
+            clock = min(now, self.table_watermark)
+        elapsed = time.monotonic() - self._budget_at
+        self._budget_at += elapsed
+        budget = min(self.retry_rate_per_s, self._retry_budget + elapsed * self.retry_rate_per_s)
+        self._retry_budget = budget - self.followups.fire(clock, int(budget), change)
 
     def _agg(self, key: Key) -> aggregates.Aggregate:
         agg = self.aggs.get(key)
@@ -222,6 +247,9 @@ class Shard:
         """Rows for every changed key (full values, not deltas) by table, and those keys."""
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         now_ms = int(time.time() * 1000)
+        outbox = self.followups.take_outbox()
+        for fact in outbox.values():
+            rows["delivery_retries"].append(retries.fact_row(fact, self.offset or 0))
         keys = set(self.dirty)
         for encoded in keys:
             prefix, key = encoded[:1], tuple(orjson.loads(encoded[1:]))
@@ -233,7 +261,12 @@ class Shard:
             row["version"] = self.offset or 0
             row["updated_at"] = now_ms
             rows[table].append(row)
-        return rows, keys
+        return rows, keys | set(outbox)
+
+    def messages(self, keys: Iterable[bytes]) -> list[tuple[str, bytes, bytes]]:
+        """Retries and dead letters among the snapshot's keys, as (topic, key, value)."""
+        facts = (self.followups.outbox[k] for k in keys if k in self.followups.outbox)
+        return [m for m in map(retries.fact_message, facts) if m is not None]
 
     def _stats_row(self, key: Key) -> tuple[dict[str, Any], str]:
         row = aggregates.to_row(self.aggs[key])
@@ -249,7 +282,10 @@ class Shard:
 
     def published(self, encoded_keys: Iterable[bytes]) -> None:
         """The snapshot of these keys is in Kafka: clear their marks, drop final windows."""
-        for encoded in encoded_keys:
+        keys = set(encoded_keys)
+        sent = {k for k in keys if k[:1] == retries.OUTBOX}
+        self.followups.published(sent, self._cleanup)
+        for encoded in keys - sent:
             self.dirty.discard(encoded)
             self._cleanup.delete(b"x" + encoded)
             key = tuple(orjson.loads(encoded[1:]))

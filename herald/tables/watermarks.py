@@ -37,6 +37,11 @@ class Watermarks:
                 entry[0] = ts_ms
             entry[1] = False
 
+    def all_idle(self) -> bool:
+        """Every feeding partition is caught up and quiet: event time may follow the clock."""
+        feeding = [e for s, e in self.sources.items() if s.startswith(self._feeding)]
+        return bool(feeding) and all(idle for _, idle in feeding)
+
     def current(self) -> int | None:
         """The table watermark, or None while no feeding partition has reported."""
         feeding = [e for s, e in self.sources.items() if s.startswith(self._feeding)]

@@ -88,15 +88,16 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pipeline_clickhouse(pipeline_clickhouse_dir: Path) -> Iterator[Client]:
     """A client on the pipeline's ClickHouse, opened per module (chDB allows one path per
-    process at a time, so modules take turns). Escalations and retries are not produced by the
-    pipeline yet (SPEC §3, §5 are later work): sample rows stand in for those two tables only."""
+    process at a time, so modules take turns). Escalations are not produced by the pipeline yet
+    (SPEC §5 is later work): sample rows stand in for that table only; retries and dead letters
+    are the pipeline's own."""
     from herald.sinks.clickhouse import connect
-    from tests.test_dashboards_data import sample_escalations_and_retries
+    from tests.test_dashboards_data import sample_escalations
 
     client = connect(f"chdb://{pipeline_clickhouse_dir}")
     try:
         if not client.query("SELECT count() FROM escalations").result_rows[0][0]:
-            sample_escalations_and_retries(client)
+            sample_escalations(client)
         yield client
     finally:
         client.close()

@@ -32,9 +32,14 @@ def connection(settings: Settings) -> dict[str, Any]:
         kwargs["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
     return kwargs
 
-def producer(settings: Settings) -> AIOKafkaProducer:
+
+def producer(settings: Settings, transactional_id: str | None = None) -> AIOKafkaProducer:
+    """The producer every role shares, or (with `transactional_id`) one whose sends commit
+    together with the state change that records them, in one Kafka transaction."""
+    transactional = {"transactional_id": transactional_id} if transactional_id else {}
     return AIOKafkaProducer(
         **connection(settings),
+        **transactional,
         acks="all",
         linger_ms=0,  # messages are already batches of thousands of events
         # Packed JSON shrinks to ~22 %: the broker and both consumers of herald.events move a
@@ -70,6 +75,8 @@ def consumer(
         group_instance_id=f"{group}-{socket.gethostname()}-{settings.web_port}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        # Records of aborted transactions (a shard's changes and outputs) are never seen.
+        isolation_level="read_committed",
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
         session_timeout_ms=10000,
@@ -82,11 +89,13 @@ def consumer(
 
 
 def reader(settings: Settings) -> AIOKafkaConsumer:
-    """A consumer outside any group, for reading a changelog partition from an offset."""
+    """A consumer outside any group, for reading a changelog partition from an offset; it skips
+    what aborted transactions wrote."""
     return AIOKafkaConsumer(
         **connection(settings),
         group_id=None,
         enable_auto_commit=False,
+        isolation_level="read_committed",
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
     )

@@ -2,25 +2,39 @@
 
 Per batch and shard: apply → changelog → RocksDB (state + input offset in one write).
 About once a second: changed windows go to `herald.aggregates` as full snapshot rows whose
-`version` is the shard's input offset, so the sink can write them any number of times.
+`version` is the shard's input offset, so the sink can write them any number of times, and
+retries and dead letters go to their topics.
+
+Everything a poll sends — the shards' changes, snapshot rows, retries, dead letters, and the
+change that marks those as sent — is one Kafka transaction (Kafka Streams' exactly-once):
+a read_committed consumer sees each output once, and a restore replays only committed
+changes. RocksDB is written once the transaction committed; if it did not, the shards are
+rebuilt from their stores and the input is read again from the offsets those hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from herald.kafka import clients
 from herald.kafka.loop import LoopService
 from herald.model import topics
 from herald.streams import changelog
 from herald.streams.shard import Shard
 from herald.tables.store import ShardStore
+from herald.telemetry import failpoints
 
+log = logging.getLogger(__name__)
 ROWS_PER_MESSAGE = 2000
 
 
@@ -32,6 +46,19 @@ class ShardService(LoopService):
         super().__init__(*args, **kwargs)
         self.shards: dict[int, Shard] = {}
         self._last_snapshot = 0.0
+        self._txn: AIOKafkaProducer | None = None
+
+    @property
+    def txn(self) -> AIOKafkaProducer:
+        assert self._txn is not None, "transactional producer used before the service started"
+        return self._txn
+
+    async def on_start(self) -> None:
+        # One transactional id per member: a restarted member fences its earlier incarnation.
+        member = f"{self.settings.group_prefix}-shards-{socket.gethostname()}"
+        self._txn = clients.producer(self.settings, f"{member}-{self.settings.web_port}")
+        await self._txn.start()
+        await super().on_start()
 
     def topics(self) -> Sequence[str]:
         return (topics.EVENTS,)
@@ -42,24 +69,28 @@ class ShardService(LoopService):
                 continue
             store = ShardStore(self.settings.data_path / "state" / f"shard-{tp.partition}")
             await changelog.restore(self.settings, tp.partition, store)
-            settings = self.settings
-            shard = Shard(tp.partition, store, settings.grace_s, settings.retry,
-                          settings.dedup_horizon_s, settings.retry_rate_per_s)  # fmt: skip
-            self.shards[tp.partition] = shard
+            shard = self.shards[tp.partition] = self._open(tp.partition, store)
             if shard.offset is None:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, shard.offset)
 
+    def _open(self, partition: int, store: ShardStore) -> Shard:
+        settings = self.settings
+        return Shard(partition, store, settings.grace_s, settings.retry,
+                     settings.dedup_horizon_s, settings.retry_rate_per_s)  # fmt: skip
+
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         leaving = [self.shards[tp.partition] for tp in revoked if tp.partition in self.shards]
-        await self._publish(leaving)
+        await self._last_transaction(leaving)
         for shard in leaving:
             del self.shards[shard.id]
             shard.store.close()
 
     async def rewind(self) -> None:
-        """Resume each shard from the offset its store holds (not Kafka's committed one)."""
+        """After a failed transaction: the shards again as their stores hold them (the last
+        commit), each resuming from the input offset stored with it."""
+        self.shards = {p: self._open(p, shard.store) for p, shard in self.shards.items()}
         for tp in self.consumer.assignment():
             shard = self.shards.get(tp.partition)
             if shard is None or shard.offset is None:
@@ -68,40 +99,65 @@ class ShardService(LoopService):
                 self.consumer.seek(tp, shard.offset)
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        changes = []
-        for tp, records in batches.items():
-            shard = self.shards.get(tp.partition)
-            if shard is None or not records:
-                continue
-            change = shard.apply((r.offset, r.value) for r in records)
-            changes.append((shard.id, shard.store, change))
-            self.stats.add(**shard.take_counts())
-        await changelog.record(self.producer, changes)
-        if time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval_s:
-            await self._publish(list(self.shards.values()))
+        snapshot = time.monotonic() - self._last_snapshot >= self.settings.snapshot_interval_s
+        if not snapshot and not any(batches.values()):
+            return  # nothing to send: no transaction
+
+        async def sends() -> changelog.Written:
+            changes = []
+            for tp, records in batches.items():
+                shard = self.shards.get(tp.partition)
+                if shard is None or not records:
+                    continue
+                change = shard.apply((r.offset, r.value) for r in records)
+                changes.append((shard.id, shard.store, change))
+                self.stats.add(**shard.take_counts())
+            written = await changelog.send(self.txn, changes)
+            if snapshot:
+                written += await self._snapshots(list(self.shards.values()))
+            return written
+
+        await self._transact(sends)
+        if snapshot:
             self.stats.set_lag(self._lag())
             # Committed offsets are only for lag monitoring: the stores hold the positions.
             await self.commit_positions()
 
-    async def _publish(self, shards: list[Shard]) -> None:
-        """Send the changed rows of `shards`; once Kafka has them, clear their marks."""
+    async def _transact(self, sends: Callable[[], Awaitable[changelog.Written]]) -> None:
+        """`sends` as one transaction; the stores are written once it committed."""
+        async with self.txn.transaction():
+            written = await sends()
+        changelog.write_local(written)
+
+    async def _last_transaction(self, shards: list[Shard]) -> None:
+        """Publish what `shards` changed before they leave; if Kafka is away, their next
+        owner publishes it (the marks are in the committed state)."""
+        try:
+            await self._transact(lambda: self._snapshots(shards))
+        except KafkaError as exc:
+            log.warning("shards: last snapshot of %s not sent (%s)", [s.id for s in shards], exc)
+
+    async def _snapshots(self, shards: list[Shard]) -> changelog.Written:
+        """Send the changed rows, retries and dead letters of `shards`, and the change that
+        clears their marks, all inside the caller's transaction."""
         self._last_snapshot = time.monotonic()
         sent, published = [], []
         for shard in shards:
             rows, keys = shard.snapshot()
             if keys:
                 key = str(shard.id).encode()
-                sent += [await self.producer.send(topics.AGGREGATES, message, key=key)
+                sent += [await self.txn.send(topics.AGGREGATES, message, key=key)
                          for message in pack_rows(rows)]  # fmt: skip
-                # Retries and dead letters: at least once, under deterministic ids.
-                sent += [await self.producer.send(topic, value, key=out_key)
+                sent += [await self.txn.send(topic, value, key=out_key)
                          for topic, out_key, value in shard.messages(keys)]  # fmt: skip
                 published.append((shard, keys))
         await asyncio.gather(*sent)
+        if published:
+            failpoints.hit("outputs-sent")  # sent, and not yet recorded as sent
         for shard, keys in published:
             shard.published(keys)
-        await changelog.record(
-            self.producer, [(s.id, s.store, s.take_cleanup()) for s, _ in published]
+        return await changelog.send(
+            self.txn, [(s.id, s.store, s.take_cleanup()) for s, _ in published]
         )
 
     async def commit_positions(self) -> None:
@@ -123,11 +179,14 @@ class ShardService(LoopService):
         return lag
 
     async def on_stop(self) -> None:
-        await self._publish(list(self.shards.values()))
+        if self._txn is not None:
+            await self._last_transaction(list(self.shards.values()))
         for shard in self.shards.values():
             shard.store.close()
         self.shards.clear()
         await super().on_stop()
+        if self._txn is not None:
+            await self._txn.stop()
 
 
 def pack_rows(rows: dict[str, list[dict[str, Any]]]) -> list[bytes]:

@@ -22,25 +22,36 @@ from herald.tables.store import CHANGELOG, Change, ShardStore
 log = logging.getLogger(__name__)
 
 
-async def record(
-    producer: AIOKafkaProducer, changes: list[tuple[int, ShardStore, Change]]
-) -> None:
-    """Persist changes of several shards: changelog first (all in flight at once), then each
-    RocksDB write with its changelog position."""
+Written = list[tuple[ShardStore, Change, dict[bytes, bytes]]]
+
+
+async def send(producer: AIOKafkaProducer, changes: list[tuple[int, ShardStore, Change]]
+               ) -> Written:  # fmt: skip
+    """Produce changes of several shards (all in flight at once); once acknowledged, each
+    carries its changelog position, ready for `write_local` (after the transaction commits)."""
     pending = []
     for shard, store, change in changes:
         serialised = change.serialised()
         value = change.encode(serialised)
         pending.append((store, change, serialised, await producer.send(
             topics.CHANGELOG, value, partition=shard)))  # fmt: skip
+    written = []
     for store, change, serialised, future in pending:
         sent = await future
         serialised[CHANGELOG] = orjson.dumps(sent.offset + 1)
+        written.append((store, change, serialised))
+    return written
+
+
+def write_local(written: Written) -> None:
+    """Each shard's RocksDB write, with its changelog position, in one WriteBatch."""
+    for store, change, serialised in written:
         store.write(change, serialised)
 
 
 async def restore(settings: Settings, shard: int, store: ShardStore) -> int:
-    """Bring the local store up to the end of the shard's changelog; return records applied."""
+    """Bring the local store up to the end of the shard's committed changelog; return the
+    records applied."""
     tp = TopicPartition(topics.CHANGELOG, shard)
     reader = clients.reader(settings)
     await reader.start()
@@ -60,14 +71,16 @@ async def restore(settings: Settings, shard: int, store: ShardStore) -> int:
             start = first
         reader.seek(tp, start)
         applied = 0
-        while start + applied < end:
+        # By position, not by the last record's offset: transaction markers take offsets too,
+        # and the reader never returns them (nor what aborted transactions wrote).
+        while await reader.position(tp) < end:
             batch = await reader.getmany(tp, timeout_ms=1000)
             for rec in batch.get(tp, []):
                 change = Change.decode(rec.value)
                 serialised = change.serialised()
                 serialised[CHANGELOG] = orjson.dumps(rec.offset + 1)
                 store.write(change, serialised)
-                applied = rec.offset + 1 - start
+                applied += 1
         return applied
     finally:
         await reader.stop()

@@ -20,7 +20,6 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,7 +29,7 @@ from aiokafka.errors import KafkaError
 from herald.config import Settings
 from herald.kafka.loop import LoopService
 from herald.model import topics
-from herald.model.event import Event
+from herald.model.event import Event, rfc3339
 from herald.model.packing import pack
 from herald.streams.decode import decode
 from herald.streams.validate import InvalidEvent
@@ -100,12 +99,12 @@ class Router:
         by_shard: dict[int, list[Event]] = {}
         invalid = []
         watermark = source.watermark
-        latest_ms = int(time.time() * 1000) + self.max_future_ms
+        now_ms = int(time.time() * 1000)
         for record in records:
             try:
                 event = decode(topic, record.value)
-                if event.ts > latest_ms:
-                    raise self._from_the_future(event.ts, latest_ms)
+                if event.ts > now_ms + self.max_future_ms:
+                    raise self._from_the_future(event.ts, now_ms)
             except InvalidEvent as exc:
                 invalid.append(invalid_record(record, str(exc)))
                 continue
@@ -124,11 +123,9 @@ class Router:
         source.last_record = time.monotonic()
         return packed, invalid
 
-    def _from_the_future(self, ts_ms: int, latest_ms: int) -> InvalidEvent:
-        ahead_s = (ts_ms - latest_ms + self.max_future_ms) / 1000
-        when = datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds")
+    def _from_the_future(self, ts_ms: int, now_ms: int) -> InvalidEvent:
         return InvalidEvent(
-            f"occurred_at: {when.replace('+00:00', 'Z')} is {ahead_s:.0f} s ahead of the wall "
+            f"occurred_at: {rfc3339(ts_ms)} is {(ts_ms - now_ms) / 1000:.0f} s ahead of the wall "
             f"clock (at most {self.max_future_ms // 1000} s, HERALD_MAX_FUTURE_S)"
         )
 

@@ -16,14 +16,13 @@ import hashlib
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
 
 from herald.config import RetryPolicy
 from herald.model import topics
-from herald.model.event import Event
+from herald.model.event import Event, rfc3339
 from herald.tables.store import Change, ShardStore
 
 HISTORY = 10  # attempts kept per recipient-channel (the latest)
@@ -69,7 +68,6 @@ class Outcome:
     scheduled: list[Any] | None = None
     cancelled: list[list[Any]] = field(default_factory=list)
     dead_letter: bool = False
-
 
 
 def recipient(ev: Event) -> Recipient:
@@ -172,7 +170,7 @@ class FollowupTable:
             _, rid, key = heapq.heappop(self.timers)
             followup = self.followups.get(key)
             due = [p for p in followup.pending if p[0] == rid] if followup else []
-            if followup is None or not due:
+            if not followup or not due:
                 continue  # cancelled meanwhile
             followup.pending = [p for p in followup.pending if p[0] != rid]
             self._emit(change, "retry", key, followup, due[0], "published")
@@ -232,12 +230,13 @@ def fact_row(fact: Fact, version: int) -> dict[str, Any]:
 def fact_message(fact: Fact) -> tuple[str, bytes, bytes] | None:
     """(topic, key, value) for a fact others act on: a published retry or a dead letter."""
     if fact.outcome == "published":
-        doc = {"retry_id": fact.id, **_recipient(fact), "due_at": _iso(fact.due_ms or 0),
-               "last_error": fact.error, "occurred_at": _iso(fact.failed_ms)}  # fmt: skip
+        doc = {"retry_id": fact.id, **_recipient(fact), "due_at": rfc3339(fact.due_ms or 0),
+               "last_error": fact.error, "occurred_at": rfc3339(fact.failed_ms)}  # fmt: skip
         return topics.RETRIES, fact.id.encode(), orjson.dumps(doc)
     if fact.outcome == "deadletter":
         doc = {"deadletter_id": fact.id, **_recipient(fact), "error_code": fact.error,
-               "occurred_at": _iso(fact.failed_ms), "history": _history(fact.history)}  # fmt: skip
+               "occurred_at": rfc3339(fact.failed_ms),
+               "history": _history(fact.history)}  # fmt: skip
         return topics.DEADLETTER, fact.id.encode(), orjson.dumps(doc)
     return None
 
@@ -249,9 +248,4 @@ def _recipient(fact: Fact) -> dict[str, Any]:
 
 
 def _history(history: list[list[Any]]) -> list[dict[str, Any]]:
-    return [{"attempt": a, "occurred_at": _iso(ms), "error_code": e} for a, ms, e in history]
-
-
-def _iso(ms: int) -> str:
-    when = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-    return when.replace("+00:00", "Z")
+    return [{"attempt": a, "occurred_at": rfc3339(ms), "error_code": e} for a, ms, e in history]

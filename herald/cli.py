@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from herald.config import Settings, describe
+from herald.config import Settings, describe, load
 from herald.errors import HeraldError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,7 +43,11 @@ def main(ctx: click.Context) -> None:
     # unreachable server we report in one line): keep those out of the command's output.
     for noisy in ("aiokafka", "clickhouse_connect"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    ctx.obj = Settings()
+    try:
+        ctx.obj = load()
+    except HeraldError as exc:
+        click.echo(f"herald: {exc}", err=True)
+        sys.exit(2)
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -131,6 +135,18 @@ def query(ctx: click.Context, sql: str) -> None:
     from herald.processes.query import run_query
 
     click.echo(run_query(_settings(ctx), sql), nl=False)
+
+
+@main.command()
+@click.option("--all", "history", is_flag=True, help="every transition, not only the open ones")
+@click.option("--tenant", default=None, help="only this tenant")
+@click.pass_context
+@one_line_errors
+def escalations(ctx: click.Context, history: bool, tenant: str | None) -> None:
+    """The open escalations: rule, subject, level, since, value against threshold."""
+    from herald.processes.query import escalations_sql, run_query
+
+    click.echo(run_query(_settings(ctx), escalations_sql(history, tenant)), nl=False)
 
 
 # -- stream processing -----------------------------------------------------------------------

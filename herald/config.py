@@ -7,24 +7,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
+
+from herald.errors import HeraldError
 
 CHANNELS = ("sse", "in_app", "push", "email", "sms")
 
 
-class RetryPolicy(BaseModel):
+class Strict(BaseModel):
+    """A section of the config file: an unknown or mistyped key fails, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RetryPolicy(Strict):
     """Exponential backoff for one channel: d = min(cap, base * 2^(attempt-1)), equal jitter."""
 
-    base_s: float
-    cap_s: float
-    max_attempts: int
+    base_s: float = Field(gt=0)
+    cap_s: float = Field(gt=0)
+    max_attempts: int = Field(ge=1, le=100)
 
 
 DEFAULT_RETRY = {
@@ -36,12 +46,85 @@ DEFAULT_RETRY = {
 }
 
 
+class Rule(Strict):
+    """What every escalation rule has (SPEC §5): levels 2 and 3 at 1x and 2x `renotify_s`."""
+
+    enabled: bool = True
+    renotify_s: int = Field(900, gt=0)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Rule:
+        opens = getattr(self, "open_above", getattr(self, "open_at", None))
+        resolves = getattr(self, "resolve_below", None)
+        if opens is not None and resolves is not None and resolves > opens:
+            raise ValueError("resolve_below must not exceed the opening threshold (no flapping)")
+        return self
+
+
+class SlidingRule(Rule):
+    window_s: int = Field(300, ge=1, le=86_400, description="the sliding event-time window")
+
+
+class FailureRate(SlidingRule):
+    """`region_failure_rate`: failed / (delivered + failed) per tenant, region, channel."""
+
+    open_above: float = Field(0.2, gt=0, le=1)
+    resolve_below: float = Field(0.1, ge=0, le=1)
+    min_attempts: int = Field(50, ge=1)
+
+
+class DeadLetterSpike(SlidingRule):
+    """`dead_letter_spike`: dead letters per tenant and channel in the window."""
+
+    open_at: int = Field(100, ge=1)
+    resolve_below: int = Field(10, ge=0)
+
+
+class PendingBacklog(Rule):
+    """`pending_backlog`: deliveries pending longer than `older_than_s`, per tenant, region."""
+
+    open_at: int = Field(1000, ge=1)
+    resolve_below: int = Field(100, ge=0)
+    older_than_s: int = Field(900, ge=1)
+
+
+class CriticalUnread(Rule):
+    """`critical_unread`: at sent + ack_deadline_s, read / delivered of a high or critical
+    broadcast below `ratio` opens; reaching it resolves."""
+
+    ratio: float = Field(0.9, gt=0, le=1)
+
+
+class TenantQuota(SlidingRule):
+    """`tenant_quota`: a tenant's events/s over the window above its quota; inert without
+    quotas (tenant id -> events/s)."""
+
+    quotas: dict[str, float] = Field(default_factory=dict)
+    resolve_ratio: float = Field(0.8, gt=0, le=1)
+
+    @field_validator("quotas")
+    @classmethod
+    def _positive(cls, quotas: dict[str, float]) -> dict[str, float]:
+        for tenant, quota in quotas.items():
+            if quota <= 0:
+                raise ValueError(f"quota of tenant {tenant!r} must be > 0")
+        return quotas
+
+
+class Escalations(Strict):
+    """The five rules of SPEC §5, each a `[escalations.<rule>]` table in the config file."""
+
+    critical_unread: CriticalUnread = CriticalUnread()
+    region_failure_rate: FailureRate = FailureRate()
+    dead_letter_spike: DeadLetterSpike = DeadLetterSpike()
+    pending_backlog: PendingBacklog = PendingBacklog()
+    tenant_quota: TenantQuota = TenantQuota()
+
+
 class Settings(BaseSettings):
     """Herald's settings. Each field is read from HERALD_<FIELD> (upper case)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="HERALD_", env_nested_delimiter="__", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
 
     data_dir: Path = Field(Path(".herald"), description="state, broker data, embedded ClickHouse")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
@@ -54,7 +137,8 @@ class Settings(BaseSettings):
     kafka_sasl_password: str | None = Field(None, description="SASL password")
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for TLS")
     clickhouse_dsn: str | None = Field(
-        None, description="chdb:///abs/path (default: <data_dir>/clickhouse) or http://u:p@host:8123"
+        None,
+        description="chdb:///abs/path (default: <data_dir>/clickhouse) or http://u:p@host:8123",
     )
     connect_timeout_s: float = Field(30.0, description="how long to wait for Kafka at start")
     partitions: int = Field(4, description="partitions of the input topics Herald creates")
@@ -82,6 +166,21 @@ class Settings(BaseSettings):
     retry: dict[str, RetryPolicy] = Field(
         default_factory=lambda: dict(DEFAULT_RETRY), description="backoff per channel"
     )
+    escalations: Escalations = Field(
+        default_factory=Escalations, description="escalation rules (see README)"
+    )
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _known_channels(cls, retry: Any) -> Any:
+        """A policy for a channel not in SPEC §2 would be silently unused: refuse it. A
+        channel the file leaves out keeps its default policy."""
+        if isinstance(retry, dict):
+            unknown = sorted(set(retry) - set(CHANNELS))
+            if unknown:
+                raise ValueError(f"unknown channel {unknown[0]!r} (known: {', '.join(CHANNELS)})")
+            return {**DEFAULT_RETRY, **retry}
+        return retry
 
     @classmethod
     def settings_customise_sources(
@@ -93,7 +192,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: explicit arguments, environment, then the TOML file named by HERALD_CONFIG.
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=os.environ.get("HERALD_CONFIG"))
+        toml = StrictToml(settings_cls, toml_file=os.environ.get("HERALD_CONFIG"))
         return (init_settings, env_settings, toml)
 
     @property
@@ -118,6 +217,29 @@ class Settings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.dsn.startswith("chdb:")
+
+
+class StrictToml(TomlConfigSettingsSource):
+    """The config file's top-level keys must be settings: a typo is an error, not a default."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        unknown = sorted(set(values) - set(Settings.model_fields))
+        if unknown:
+            raise HeraldError(f"config file: unknown key {unknown[0]!r}")
+        return values
+
+
+def load() -> Settings:
+    """The settings, or a one-line HeraldError naming the first bad key."""
+    try:
+        return Settings()
+    except SettingsError as exc:  # an environment value that is not valid JSON
+        raise HeraldError(f"config: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise HeraldError(f"config: {where}: {first['msg']}") from None
 
 
 def describe() -> str:

@@ -63,6 +63,8 @@ def herald_topics(settings: Settings) -> dict[str, TopicSpec]:
     ):
         specs[name] = TopicSpec(n)
     specs[topics.AGGREGATES] = TopicSpec(n, dict(packed))
+    # One partition per shard: the escalation agents' table is partitioned the same way.
+    specs[topics.SIGNALS] = TopicSpec(settings.shards, dict(packed))
     return specs
 
 

@@ -157,6 +157,8 @@ def table_watermark(
 
 def _window_end_ms(event: dict[str, Any]) -> int:
     return epoch_ms(window_start(event["occurred_at"]) + WINDOW)
+
+
 def _count(totals: Totals, event: dict[str, Any]) -> None:
     tenant, broadcast = event["tenant_id"], event["broadcast_id"]
     region, channel = event["region"], event["channel"]

@@ -24,4 +24,3 @@ COUNTERS: tuple[str, ...] = (
 # and the views read a bucket back as its geometric middle 2^((b + 0.5) / BUCKETS_PER_OCTAVE),
 # within ~4.5 % of the truth (herald.tables.histogram computes them on the worker side).
 BUCKETS_PER_OCTAVE = 8
-

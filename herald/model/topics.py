@@ -15,3 +15,5 @@ AGGREGATES = "herald.aggregates"
 EVENTS = "herald.events"
 # Internal: per-shard state changes, one message per applied batch (see docs/architecture.md).
 CHANGELOG = "herald.changelog"
+# Internal: what the shards tell the escalation agents (per-second counts and clocks).
+SIGNALS = "herald.signals"

@@ -26,6 +26,7 @@ from herald.model import topics
 from herald.processes.ingest_children import IngestProcesses
 from herald.sinks import migrations
 from herald.sinks.service import ClickHouseWriter, SinkService
+from herald.streams import escalate
 from herald.streams.aggregate import ShardService, pack_rows
 from herald.streams.ingest import IngestService
 from herald.telemetry.stats import PipelineStats
@@ -124,7 +125,9 @@ def create_app(settings: Settings, role: str) -> faust.App:
         f"{settings.group_prefix}-faust-{role}",  # not a group name of the batch services
         broker=f"kafka://{settings.kafka_bootstrap}",
         datadir=str(settings.data_path / "faust" / f"{role}-{settings.web_port}"),
-        store="rocksdict://",
+        # faust-streaming 0.15 has no rocksdict:// URL: rocksdb:// with the table option
+        # driver=rocksdict (streams/escalate.py) runs on rocksdict.
+        store="rocksdb://",
         web_port=settings.web_port,
         web_bind="127.0.0.1",
         web_enabled=True,
@@ -135,6 +138,8 @@ def create_app(settings: Settings, role: str) -> faust.App:
     )
     pipeline = Pipeline(settings, role)
     app.service(pipeline)  # type: ignore[arg-type]  # Faust accepts instances too
+    if "shards" in ROLES[role]:
+        escalate.register(app, settings)
     _add_pages(app, pipeline)
     return app
 

@@ -65,6 +65,24 @@ def post_to_running_process(settings: Settings, page: str, body: bytes) -> str |
         return None
 
 
+def escalations_sql(history: bool, tenant: str | None) -> str:
+    """`herald escalations`: the open ones (rule, subject, level, since, value against
+    threshold), or with `history` every transition."""
+    where = "" if tenant is None else f" WHERE tenant_id = {quote(tenant)}"
+    if history:
+        return ("SELECT occurred_at, tenant_id, rule, subject, state, level, round(value, 4)"
+                " AS value, threshold, opened_at, escalation_id FROM escalations FINAL"
+                f"{where} ORDER BY occurred_at, rule, subject, level")  # fmt: skip
+    return ("SELECT tenant_id, rule, subject, level, opened_at AS since, round(value, 4) AS"
+            " value, threshold, occurred_at AS changed, message FROM open_escalations"
+            f"{where} ORDER BY level DESC, since, rule, subject")  # fmt: skip
+
+
+def quote(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def write_report(settings: Settings, path: Path, tenant: str | None = None) -> Path:
     """`herald report`: by the running process in embedded mode, else here."""
     path = path.resolve()

@@ -17,6 +17,8 @@ from herald.sinks import clickhouse
 def preflight(settings: Settings, role: str) -> None:
     """Fail with one line now, rather than with a traceback from inside the worker."""
     asyncio.run(admin.wait_for_broker(settings, settings.connect_timeout_s))
+    # Faust subscribes its agents at start: their topics must exist by then.
+    asyncio.run(admin.ensure_topics(settings, admin.herald_topics(settings)))
     if "sink" in ROLES[role]:
         clickhouse.connect(settings.dsn).close()
 

@@ -177,9 +177,7 @@ def insert_json_rows(client: Client, table: str, columns: Sequence[str], body: b
 
 # Column types per client and table, read once: the sink inserts every second, and asking
 # system.columns each time cost a query per table per batch.
-_COLUMNS: weakref.WeakKeyDictionary[Client, dict[str, list[_Column]]] = (
-    weakref.WeakKeyDictionary()
-)
+_COLUMNS: weakref.WeakKeyDictionary[Client, dict[str, list[_Column]]] = weakref.WeakKeyDictionary()
 
 
 def _columns(client: Client, table: str) -> list[_Column]:

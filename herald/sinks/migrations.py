@@ -62,7 +62,10 @@ _PERCENTILES = """
 _COUNTER_NAMES = ", ".join(COUNTERS)
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "create_broadcast_stats_1m", f"""
+    Migration(
+        1,
+        "create_broadcast_stats_1m",
+        f"""
 CREATE TABLE IF NOT EXISTS broadcast_stats_1m (
     tenant_id LowCardinality(String),
     broadcast_id String,
@@ -71,8 +74,12 @@ CREATE TABLE IF NOT EXISTS broadcast_stats_1m (
 {_COUNTER_COLUMNS},{_STATS_TAIL}
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, broadcast_id, window_start, shard)
-"""),
-    Migration(2, "create_region_stats_1m", f"""
+""",
+    ),
+    Migration(
+        2,
+        "create_region_stats_1m",
+        f"""
 CREATE TABLE IF NOT EXISTS region_stats_1m (
     tenant_id LowCardinality(String),
     region LowCardinality(String),
@@ -82,8 +89,12 @@ CREATE TABLE IF NOT EXISTS region_stats_1m (
 {_COUNTER_COLUMNS},{_STATS_TAIL}
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, region, channel, window_start, shard)
-"""),
-    Migration(3, "create_broadcasts", """
+""",
+    ),
+    Migration(
+        3,
+        "create_broadcasts",
+        """
 CREATE TABLE IF NOT EXISTS broadcasts (
     tenant_id LowCardinality(String),
     broadcast_id String,
@@ -107,9 +118,13 @@ CREATE TABLE IF NOT EXISTS broadcasts (
     updated_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, broadcast_id)
-"""),
+""",
+    ),
     # One row per transition; replacing, so a replayed transition is not counted twice.
-    Migration(4, "create_escalations", """
+    Migration(
+        4,
+        "create_escalations",
+        """
 CREATE TABLE IF NOT EXISTS escalations (
     escalation_id String,
     tenant_id LowCardinality(String),
@@ -125,8 +140,12 @@ CREATE TABLE IF NOT EXISTS escalations (
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, escalation_id, occurred_at, state, level)
-"""),
-    Migration(5, "create_delivery_retries", """
+""",
+    ),
+    Migration(
+        5,
+        "create_delivery_retries",
+        """
 CREATE TABLE IF NOT EXISTS delivery_retries (
     kind LowCardinality(String) COMMENT 'retry | deadletter',
     retry_id String,
@@ -143,10 +162,14 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (tenant_id, kind, retry_id)
-"""),
+""",
+    ),
     # TTL counts from ingestion, not event time, so replayed old events do not expire at once.
     # 30 days is the initial value; migrate() keeps it at the configured raw_ttl_days.
-    Migration(6, "create_events_raw", """
+    Migration(
+        6,
+        "create_events_raw",
+        """
 CREATE TABLE IF NOT EXISTS events_raw (
     tenant_id LowCardinality(String),
     event_id String,
@@ -166,8 +189,12 @@ CREATE TABLE IF NOT EXISTS events_raw (
 ) ENGINE = ReplacingMergeTree()
 ORDER BY (tenant_id, broadcast_id, event_id)
 TTL toDateTime(ingested_at) + INTERVAL 30 DAY
-"""),
-    Migration(7, "create_invalid_events", """
+""",
+    ),
+    Migration(
+        7,
+        "create_invalid_events",
+        """
 CREATE TABLE IF NOT EXISTS invalid_events (
     tenant_id LowCardinality(String) DEFAULT '' COMMENT 'best effort, empty when unknown',
     source_topic LowCardinality(String),
@@ -178,8 +205,12 @@ CREATE TABLE IF NOT EXISTS invalid_events (
     received_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree()
 ORDER BY (source_topic, source_partition, source_offset)
-"""),
-    Migration(8, "create_pipeline_stats_1m", """
+""",
+    ),
+    Migration(
+        8,
+        "create_pipeline_stats_1m",
+        """
 CREATE TABLE IF NOT EXISTS pipeline_stats_1m (
     tenant_id LowCardinality(String) DEFAULT '',
     component String COMMENT 'worker:host:pid, sink:host:pid, ...',
@@ -194,9 +225,13 @@ CREATE TABLE IF NOT EXISTS pipeline_stats_1m (
     updated_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = ReplacingMergeTree(version)
 ORDER BY (component, window_start)
-"""),
+""",
+    ),
     # Every broadcast known from its lifecycle events or from delivery stats (full join).
-    Migration(9, "create_broadcast_summary", f"""
+    Migration(
+        9,
+        "create_broadcast_summary",
+        f"""
 CREATE OR REPLACE VIEW broadcast_summary AS
 WITH stats AS (
     SELECT
@@ -220,8 +255,12 @@ SELECT
 FROM stats
 FULL OUTER JOIN (SELECT * FROM broadcasts FINAL) AS b USING (tenant_id, broadcast_id)
 COMMENT 'one row per broadcast; delivery_rate = delivered / target_count, NULL when unknown'
-"""),
-    Migration(10, "create_region_summary", f"""
+""",
+    ),
+    Migration(
+        10,
+        "create_region_summary",
+        f"""
 CREATE OR REPLACE VIEW region_summary AS
 SELECT
     tenant_id,
@@ -242,8 +281,12 @@ FROM (
     GROUP BY tenant_id, region, channel
 )
 COMMENT 'delivery_rate = delivered / (delivered + failed + expired): a region has no target count'
-"""),
-    Migration(11, "create_open_escalations", """
+""",
+    ),
+    Migration(
+        11,
+        "create_open_escalations",
+        """
 CREATE OR REPLACE VIEW open_escalations AS
 SELECT *
 FROM (
@@ -254,23 +297,32 @@ FROM (
 )
 WHERE state != 'resolve'
 COMMENT 'the latest transition of each escalation that is not resolved'
-"""),
+""",
+    ),
     # Raw events arrive as the positional rows of `herald.events` (JSONCompactEachRow): the
     # event time as epoch ms in an EPHEMERAL `ts`, and what only broadcasts carry in payload.
-    Migration(12, "events_raw_compact_rows", """
+    Migration(
+        12,
+        "events_raw_compact_rows",
+        """
 ALTER TABLE events_raw
     ADD COLUMN IF NOT EXISTS ts Int64 EPHEMERAL COMMENT 'occurred_at, epoch ms (insert only)',
     MODIFY COLUMN occurred_at DateTime64(3, 'UTC') DEFAULT fromUnixTimestamp64Milli(ts, 'UTC'),
     MODIFY COLUMN attempt UInt64,
     ADD COLUMN IF NOT EXISTS retryable Nullable(Bool) AFTER error_code,
     MODIFY COLUMN payload String COMMENT 'broadcasts: their other fields as JSON'
-"""),
+""",
+    ),
     # One row per retry id with its latest outcome; the attempt history as JSON objects.
-    Migration(13, "delivery_retries_outcome", """
+    Migration(
+        13,
+        "delivery_retries_outcome",
+        """
 ALTER TABLE delivery_retries
     ADD COLUMN IF NOT EXISTS outcome LowCardinality(String)
         COMMENT 'retry: scheduled | published | cancelled; deadletter: deadletter' AFTER history
-"""),
+""",
+    ),
 )
 
 _LEDGER = """

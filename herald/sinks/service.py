@@ -50,7 +50,6 @@ class Batch:
                     self.raw_events.append(events)
 
 
-
 def write_batch(client: Client, batch: Batch) -> int:
     """Insert everything (idempotent: run it again after a failure); returns rows written."""
     written = sum(clickhouse.insert(client, t, r) for t, r in batch.rows.items())

@@ -78,7 +78,8 @@ class ShardService(LoopService):
     def _open(self, partition: int, store: ShardStore) -> Shard:
         settings = self.settings
         return Shard(partition, store, settings.grace_s, settings.retry,
-                     settings.dedup_horizon_s, settings.retry_rate_per_s)  # fmt: skip
+                     settings.dedup_horizon_s, settings.retry_rate_per_s,
+                     settings.escalations)  # fmt: skip
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         leaving = [self.shards[tp.partition] for tp in revoked if tp.partition in self.shards]
@@ -113,6 +114,7 @@ class ShardService(LoopService):
                 changes.append((shard.id, shard.store, change))
                 self.stats.add(**shard.take_counts())
             written = await changelog.send(self.txn, changes)
+            await self._signals()
             if snapshot:
                 written += await self._snapshots(list(self.shards.values()))
             return written
@@ -128,6 +130,18 @@ class ShardService(LoopService):
         async with self.txn.transaction():
             written = await sends()
         changelog.write_local(written)
+
+    async def _signals(self) -> None:
+        """Each shard's escalation deltas and clock, in the transaction of the input they
+        came from: the agents count each delta once."""
+        sent = []
+        for shard in self.shards.values():
+            for message in shard.signals.messages(
+                shard.id, shard.offset or 0, shard.event_clock(), self.settings.shards
+            ):
+                sent.append(await self.txn.send(topics.SIGNALS, orjson.dumps(message),
+                                                partition=message["partition"]))  # fmt: skip
+        await asyncio.gather(*sent)
 
     async def _last_transaction(self, shards: list[Shard]) -> None:
         """Publish what `shards` changed before they leave; if Kafka is away, their next

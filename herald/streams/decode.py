@@ -98,4 +98,3 @@ def _ack(a: _Ack) -> Event:
         epoch_ms(a.occurred_at, "occurred_at"), a.user_id, a.channel, a.region,
         action_id=a.action_id,
     )  # fmt: skip
-

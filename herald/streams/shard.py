@@ -14,13 +14,15 @@ from typing import Any
 
 import orjson
 
-from herald.config import RetryPolicy
+from herald.config import Escalations, RetryPolicy
 from herald.model.event import Event
 from herald.model.packing import unpack
 from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 from herald.tables import aggregates, lifecycle, retries
+from herald.tables.backlog import Backlog
 from herald.tables.dedup import GENERATIONS, Generations, identity
 from herald.tables.retries import FollowupTable
+from herald.tables.signals import Outgoing
 from herald.tables.store import OFFSET, WATERMARKS, Change, ShardStore
 from herald.tables.watermarks import Watermarks
 from herald.tables.windows import is_closed, window_start
@@ -44,6 +46,7 @@ class Shard:
         retry: dict[str, RetryPolicy],
         dedup_horizon_s: int = 86_400,
         retry_rate_per_s: float = 2000,
+        escalations: Escalations | None = None,
     ) -> None:
         self.id = shard_id
         self.store = store
@@ -76,6 +79,11 @@ class Shard:
         # Retries come due in bursts after an outage: at most this many per second leave.
         self.retry_rate_per_s = retry_rate_per_s
         self._retry_budget, self._budget_at = retry_rate_per_s, time.monotonic()
+        rules = escalations or Escalations()
+        self.signals = Outgoing()  # what the escalation agents learn from this shard
+        self.backlog = Backlog(store, rules.pending_backlog.older_than_s)
+        self.quotas = frozenset(rules.tenant_quota.quotas)  # only their tenants are counted
+        self.critical = {key for key, state in self.lifecycles.items() if _critical(state)}
         self._close_windows()
 
     # -- applying input -------------------------------------------------------------------
@@ -107,12 +115,17 @@ class Shard:
                 else:
                     new_ids.add(event_id)
                     change.put(fresh + event_id, offset)
+                    if ev.tenant_id in self.quotas:
+                        self.signals.add(("tenant_quota", ev.tenant_id), ev.ts, 1)
                     self._count(ev, watermark, change)
                     self.watermarks.advance(source, ev.ts)
                 position += 1
         self.counts["events_in"] += len(events)
         self._table_watermark()
         self._fire_retries(change)
+        clock = self.event_clock()
+        if clock is not None:
+            self.backlog.fire(clock, change, self.signals)
         self._persist_touched(change)
         self.followups.persist(change)
         self._close_windows()
@@ -168,8 +181,31 @@ class Shard:
             self._touched.add((b"a", key))
         if topic == DELIVERIES:
             self.followups.observe(ev, change)
-        if topic == ACKS and ev.type == "read":
+            self._delivery_signals(ev, change)
+        elif ev.type == "read":
             self._time_to_read(ev, (by_broadcast, by_region), change)
+            if (tenant, ev.broadcast_id) in self.critical:
+                self.signals.add(("critical_unread", tenant, ev.broadcast_id), ev.ts, 0, 1)
+
+    def _delivery_signals(self, ev: Event, change: Change) -> None:
+        """The counts escalation rules read: region failures, dead letters, the backlog."""
+        kind, tenant, region, channel = ev.type, ev.tenant_id, ev.region or "", ev.channel or ""
+        if kind == "delivered":
+            self.signals.add(("region_failure_rate", tenant, region, channel), ev.ts, 1, 0)
+            if (tenant, ev.broadcast_id) in self.critical:
+                self.signals.add(("critical_unread", tenant, ev.broadcast_id), ev.ts, 1, 0)
+        elif kind == "failed":
+            self.signals.add(("region_failure_rate", tenant, region, channel), ev.ts, 0, 1)
+            if aggregates.retry_outcome(ev, self.retry) == aggregates.DEAD_LETTERED:
+                self.signals.add(("dead_letter_spike", tenant, channel), ev.ts, 1)
+        self.backlog.observe(ev, retries.recipient(ev), change, self.signals)
+
+    def event_clock(self) -> int | None:
+        """Event time for escalations: the table watermark, or the wall clock once every
+        input partition is idle and caught up (a quiet stream still escalates)."""
+        if self.watermarks.all_idle():
+            return max(int(time.time() * 1000), self.table_watermark or 0)
+        return self.table_watermark
 
     def _fire_retries(self, change: Change) -> None:
         """Publish retries whose due time both the wall clock and the table watermark passed
@@ -212,6 +248,12 @@ class Shard:
             state = self.lifecycles[key] = lifecycle.new(*key)
         lifecycle.apply(state, ev)
         self._touched.add((b"l", key))
+        if _critical(state):
+            self.critical.add(key)
+            self.signals.broadcast(*key, state["sent_at"], state["ack_deadline_s"])
+        elif key in self.critical:
+            self.critical.discard(key)
+            self.signals.broadcast(*key, None, None)
         if state["sent_at"] is not None and key in self.unread:
             self._flush_unread(key, state["sent_at"], change)
 
@@ -303,3 +345,8 @@ class Shard:
         counts = self.counts
         self.counts = dict.fromkeys(counts, 0)
         return counts
+
+
+def _critical(state: dict[str, Any]) -> bool:
+    """A broadcast critical_unread watches: high or critical, with an ack deadline."""
+    return state["priority"] in ("high", "critical") and state["ack_deadline_s"] is not None

@@ -14,7 +14,6 @@ from herald.model.schema import BUCKETS_PER_OCTAVE
 Histogram = dict[str, int]
 
 
-
 def bucket(ms: float) -> str:
     return str(int(math.log2(max(ms, 1.0)) * BUCKETS_PER_OCTAVE))
 

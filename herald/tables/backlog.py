@@ -1,0 +1,67 @@
+"""Deliveries still pending after a while (SPEC §5 `pending_backlog`), as shard state.
+
+A `pending` delivery (user offline, message held) stays pending until the same recipient and
+channel sees `delivered`, `expired` or `failed`. The broadcast's shard knows both ends, so it
+keeps one entry per pending recipient-channel, in RocksDB and the changelog like every other
+piece of its state, and a timer at `pending time + older_than`: when event time passes it and
+the delivery is still pending, the (tenant, region) backlog gains one, in the second it became
+old; when the delivery resolves later, it loses one, in the second it resolved.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import orjson
+
+from herald.model.event import Event
+from herald.tables.signals import Outgoing
+from herald.tables.store import Change, ShardStore
+
+PENDING = b"q"
+RESOLVING = frozenset(("delivered", "expired", "failed"))
+RULE = "pending_backlog"
+Recipient = tuple[str, str, str, str]
+
+
+class Backlog:
+    """Pending recipient-channels: key -> [pending since ms, region, counted as old]."""
+
+    def __init__(self, store: ShardStore, older_than_s: int) -> None:
+        self.older_ms = older_than_s * 1000
+        self.entries: dict[Recipient, list[Any]] = {
+            tuple(orjson.loads(k[1:])): v for k, v in store.scan(PENDING)
+        }
+        self.timers = [(v[0] + self.older_ms, k) for k, v in self.entries.items() if not v[2]]
+        heapq.heapify(self.timers)
+
+    def observe(self, ev: Event, key: Recipient, change: Change, out: Outgoing) -> None:
+        """A counted delivery event of recipient-channel `key`."""
+        kind = ev.type
+        if kind == "pending":
+            if key not in self.entries:
+                self.entries[key] = [ev.ts, ev.region or "", False]
+                heapq.heappush(self.timers, (ev.ts + self.older_ms, key))
+                change.put(_encode(key), self.entries[key])
+        elif kind in RESOLVING:
+            entry = self.entries.pop(key, None)
+            if entry is not None:
+                change.delete(_encode(key))
+                if entry[2]:
+                    out.add((RULE, key[0], entry[1]), ev.ts, -1)
+
+    def fire(self, clock_ms: int, change: Change, out: Outgoing) -> None:
+        """Count the deliveries that became old by `clock_ms` (event time)."""
+        while self.timers and self.timers[0][0] <= clock_ms:
+            due, key = heapq.heappop(self.timers)
+            entry = self.entries.get(key)
+            if entry is None or entry[2] or entry[0] + self.older_ms != due:
+                continue  # resolved meanwhile
+            entry[2] = True
+            change.put(_encode(key), entry)
+            out.add((RULE, key[0], entry[1]), due, 1)
+
+
+def _encode(key: Recipient) -> bytes:
+    return PENDING + orjson.dumps(key)

@@ -1,0 +1,335 @@
+"""Escalation rules on event time (SPEC §5), as pure state: one `Subject` per rule and subject
+(a region-channel, a broadcast, ...), fed the shards' per-second deltas and advanced tick by
+tick as the watermark passes whole seconds.
+
+At tick T (a second boundary) the data of every second before T is in. A sliding rule sees
+the seconds in [T - window, T); a level rule (the pending backlog, a broadcast's totals) sees
+all of them. A subject is evaluated only at the ticks where its value can change — a second
+entering or leaving its window, a level timer, a deadline — so a month's replay costs what its
+data costs, and a replay meets the same ticks as the live run: same transitions, same
+`occurred_at`. Deltas for a second already passed (late events) count from the next tick on.
+
+Hysteresis: a rule opens above its opening threshold and resolves only below its resolving
+one. An escalation open 1x `renotify_s` is raised to level 2, 2x to level 3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from herald.config import (
+    CriticalUnread,
+    DeadLetterSpike,
+    Escalations,
+    FailureRate,
+    PendingBacklog,
+    TenantQuota,
+)
+from herald.tables.signals import FIELDS, SECOND_MS
+
+MAX_LEVEL = 3
+KEEP_CHECKED_MS = 86_400_000  # a broadcast checked at its deadline is remembered a day
+
+
+@dataclass
+class Verdict:
+    """A rule's reading of a subject at one tick."""
+
+    value: float
+    opens: bool
+    resolves: bool
+    threshold: float  # the opening one
+    resolve_threshold: float
+    text: str
+
+
+class Rule:
+    """How one rule reads a subject's sums. `window_ms` None: a level, not a sliding sum."""
+
+    name = ""
+    window_ms: int | None = None
+
+    def __init__(self, renotify_s: int) -> None:
+        self.renotify_ms = renotify_s * 1000
+
+    def verdict(self, subject: Subject) -> Verdict:
+        raise NotImplementedError
+
+
+class FailureRateRule(Rule):
+    name = "region_failure_rate"
+
+    def __init__(self, config: FailureRate) -> None:
+        super().__init__(config.renotify_s)
+        self.config, self.window_ms = config, config.window_s * SECOND_MS
+
+    def verdict(self, subject: Subject) -> Verdict:
+        delivered, failed = subject.sums
+        attempts, c = delivered + failed, self.config
+        rate = failed / attempts if attempts else 0.0
+        return Verdict(rate, rate > c.open_above and attempts >= c.min_attempts,
+                       rate < c.resolve_below, c.open_above, c.resolve_below,
+                       f"{rate:.1%} of {attempts} deliveries failed in the last"
+                       f" {c.window_s}s (opens above {c.open_above:.0%},"
+                       f" resolves below {c.resolve_below:.0%})")  # fmt: skip
+
+
+class CountRule(Rule):
+    """A count against `open_at` / `resolve_below`: dead letters in a window, the backlog."""
+
+    what = ""
+
+    def __init__(self, config: DeadLetterSpike | PendingBacklog, window_s: int | None) -> None:
+        super().__init__(config.renotify_s)
+        self.config = config
+        self.window_ms = None if window_s is None else window_s * SECOND_MS
+
+    def verdict(self, subject: Subject) -> Verdict:
+        n, c = subject.sums[0], self.config
+        return Verdict(n, n >= c.open_at, n < c.resolve_below, c.open_at, c.resolve_below,
+                       f"{n} {self.what} (opens at {c.open_at},"
+                       f" resolves below {c.resolve_below})")  # fmt: skip
+
+
+class DeadLetterRule(CountRule):
+    name = "dead_letter_spike"
+
+    def __init__(self, config: DeadLetterSpike) -> None:
+        super().__init__(config, config.window_s)
+        self.what = f"dead letters in the last {config.window_s}s"
+
+
+class BacklogRule(CountRule):
+    name = "pending_backlog"
+
+    def __init__(self, config: PendingBacklog) -> None:
+        super().__init__(config, None)
+        self.what = f"deliveries pending longer than {config.older_than_s}s"
+
+
+class UnreadRule(Rule):
+    """Checked once, at sent + ack deadline; once open, resolves when the ratio reaches it."""
+
+    name = "critical_unread"
+
+    def __init__(self, config: CriticalUnread) -> None:
+        super().__init__(config.renotify_s)
+        self.ratio = config.ratio
+
+    def verdict(self, subject: Subject) -> Verdict:
+        delivered, read = subject.sums
+        ratio = read / delivered if delivered else 0.0
+        deadline = subject.deadline_ms()
+        due = not subject.checked and deadline is not None and deadline <= (subject.at or 0)
+        return Verdict(ratio, due and ratio < self.ratio, ratio >= self.ratio,
+                       self.ratio, self.ratio,
+                       f"{read} read of {delivered} delivered ({ratio:.0%}) at the ack"
+                       f" deadline (needs {self.ratio:.0%})")  # fmt: skip
+
+
+class QuotaRule(Rule):
+    name = "tenant_quota"
+
+    def __init__(self, config: TenantQuota) -> None:
+        super().__init__(config.renotify_s)
+        self.config, self.window_ms = config, config.window_s * SECOND_MS
+
+    def verdict(self, subject: Subject) -> Verdict:
+        quota = self.config.quotas.get(subject.tenant)
+        rate = subject.sums[0] / self.config.window_s
+        if quota is None:  # no quota (any more): nothing to hold open
+            return Verdict(rate, False, True, 0.0, 0.0, "no quota configured")
+        low = quota * self.config.resolve_ratio
+        return Verdict(rate, rate > quota, rate < low, quota, low,
+                       f"{rate:.0f} events/s over the last {self.config.window_s}s"
+                       f" (quota {quota:g}, resolves below {low:g})")  # fmt: skip
+
+
+def rules(config: Escalations) -> dict[str, Rule]:
+    """The enabled rules by name."""
+    built: list[Rule] = [
+        UnreadRule(config.critical_unread),
+        FailureRateRule(config.region_failure_rate),
+        DeadLetterRule(config.dead_letter_spike),
+        BacklogRule(config.pending_backlog),
+        QuotaRule(config.tenant_quota),
+    ]
+    return {r.name: r for r in built if getattr(config, r.name).enabled}
+
+
+def escalation_id(rule: str, tenant: str, subject: str, opened_ms: int) -> str:
+    """Stable for a rule and subject until resolved (SPEC §5)."""
+    text = "\x1f".join((rule, tenant, subject, str(opened_ms)))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclass
+class Subject:
+    """One rule's state for one subject, JSON-able (`to_state`) for a Faust table.
+
+    `buckets`: second -> counts not yet folded (sliding: until they leave the window);
+    `sums`: the value as of tick `at`; `seq`: the last offset applied per shard;
+    `timing`: [sent ms, ack deadline s] (critical_unread); `open`: [id, opened ms, level]."""
+
+    key: list[str]
+    buckets: dict[int, list[int]] = field(default_factory=dict)
+    sums: list[int] = field(default_factory=list)
+    at: int | None = None
+    seq: dict[str, int] = field(default_factory=dict)
+    timing: list[Any] | None = None
+    open: list[Any] | None = None
+    stale: bool = False  # a late delta changed `sums`: evaluate at the next tick
+    checked: bool = False  # critical_unread: the deadline was evaluated
+
+    def __post_init__(self) -> None:
+        if not self.sums:
+            self.sums = [0] * len(FIELDS[self.rule])
+
+    @property
+    def rule(self) -> str:
+        return self.key[0]
+
+    @property
+    def tenant(self) -> str:
+        return self.key[1]
+
+    @property
+    def label(self) -> str:
+        """The `subject` column: what the rule is about, within the tenant."""
+        return "/".join(self.key[2:]) or self.tenant
+
+    def to_state(self) -> dict[str, Any]:
+        return {"key": self.key, "buckets": [[b, *c] for b, c in self.buckets.items()],
+                "sums": self.sums, "at": self.at, "seq": self.seq, "timing": self.timing,
+                "open": self.open, "stale": self.stale, "checked": self.checked}  # fmt: skip
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Subject:
+        buckets = {b[0]: b[1:] for b in state["buckets"]}
+        return cls(state["key"], buckets, state["sums"], state["at"], state["seq"],
+                   state["timing"], state["open"], state["stale"], state["checked"])  # fmt: skip
+
+    def deadline_ms(self) -> int | None:
+        if not self.timing or self.timing[0] is None or self.timing[1] is None:
+            return None
+        sent_ms, deadline_s = self.timing
+        return int(sent_ms + deadline_s * 1000)
+
+    # -- input ------------------------------------------------------------------------------
+
+    def add(self, second: int, counts: list[int], window_ms: int | None) -> None:
+        """A delta for one second; a second the ticks already passed counts from the next."""
+        if self.at is not None and second + SECOND_MS <= self.at:
+            if window_ms is not None and second + SECOND_MS + window_ms <= self.at:
+                return  # it would already have left the window
+            self._fold(counts, 1)
+            self.stale = True
+            if window_ms is None:
+                return  # folded for good
+        bucket = self.buckets.get(second)
+        self.buckets[second] = (
+            counts if bucket is None else [a + b for a, b in zip(bucket, counts, strict=True)]
+        )
+
+    def _fold(self, counts: list[int], sign: int) -> None:
+        self.sums = [s + sign * n for s, n in zip(self.sums, counts, strict=True)]
+
+    # -- ticks ------------------------------------------------------------------------------
+
+    def next_tick(self, rule: Rule) -> int | None:
+        """The earliest tick after `at` where this subject's value or level can change."""
+        ticks = self._ticks(rule, None)
+        return min(ticks) if ticks else None
+
+    def _ticks(self, rule: Rule, until: int | None) -> dict[int, list[tuple[int, int]]]:
+        """Tick -> the (second, +1 entering | -1 leaving) moves at it; ticks without moves
+        are level timers, the deadline, or a re-evaluation after late data."""
+        after = self.at if self.at is not None else -(2**62)
+        ticks: dict[int, list[tuple[int, int]]] = {}
+
+        def want(t: int, move: tuple[int, int] | None = None) -> None:
+            if t > after and (until is None or t <= until):
+                moves = ticks.setdefault(t, [])
+                if move is not None:
+                    moves.append(move)
+
+        for second in self.buckets:
+            want(second + SECOND_MS, (second, 1))
+            if rule.window_ms is not None:
+                want(second + SECOND_MS + rule.window_ms, (second, -1))
+        if self.open is not None:
+            opened, level = self.open[1], self.open[2]
+            for n in range(level, MAX_LEVEL):
+                want(opened + n * rule.renotify_ms)
+        deadline = self.deadline_ms()
+        if deadline is not None and not self.checked:
+            want(max(deadline, after - after % SECOND_MS + SECOND_MS))
+        if self.stale:
+            want(after - after % SECOND_MS + SECOND_MS)
+        return ticks
+
+    def advance(self, rule: Rule, tick: int) -> list[dict[str, Any]]:
+        """Evaluate every tick up to `tick`; returns the transitions, in order."""
+        transitions = []
+        ticks = self._ticks(rule, tick)
+        pending = list(ticks)
+        heapq.heapify(pending)
+        while pending:
+            t = heapq.heappop(pending)
+            for second, sign in ticks.pop(t, ()):
+                self._fold(self.buckets[second], sign)
+                if sign < 0 or rule.window_ms is None:
+                    del self.buckets[second]
+            self.at, self.stale = t, False
+            was_open = self.open is not None
+            transitions += self._evaluate(rule, t)
+            if not was_open and self.open is not None:  # its level timers start now
+                for n in range(1, MAX_LEVEL):
+                    if t + n * rule.renotify_ms <= tick and t + n * rule.renotify_ms not in ticks:
+                        ticks[t + n * rule.renotify_ms] = []
+                        heapq.heappush(pending, t + n * rule.renotify_ms)
+        if self.at is None or self.at < tick:
+            self.at = tick
+        return transitions
+
+    def _evaluate(self, rule: Rule, t: int) -> list[dict[str, Any]]:
+        verdict = rule.verdict(self)
+        deadline = self.deadline_ms()
+        if deadline is not None and deadline <= t:
+            self.checked = True  # critical_unread looks once, at the deadline
+        if self.open is None:
+            if not verdict.opens:
+                return []
+            self.open = [escalation_id(rule.name, self.tenant, self.label, t), t, 1]
+            return [self._transition(verdict, "open", t, verdict.threshold)]
+        if verdict.resolves:
+            done = self._transition(verdict, "resolve", t, verdict.resolve_threshold)
+            self.open = None
+            return [done]
+        opened, level = self.open[1], self.open[2]
+        if level < MAX_LEVEL and t >= opened + level * rule.renotify_ms:
+            self.open[2] = level + 1
+            return [self._transition(verdict, "escalate", t, verdict.threshold)]
+        return []
+
+    def _transition(self, verdict: Verdict, state: str, t: int,
+                    threshold: float) -> dict[str, Any]:  # fmt: skip
+        assert self.open is not None
+        escalation, opened, level = self.open
+        return {"escalation_id": escalation, "tenant_id": self.tenant, "rule": self.rule,
+                "subject": self.label, "level": level, "state": state,
+                "value": round(verdict.value, 6), "threshold": threshold,
+                "opened_at": opened, "occurred_at": t,
+                "message": f"{self.rule} {self.label}: {verdict.text}"}  # fmt: skip
+
+    def idle(self) -> bool:
+        """Nothing left to count or watch: the subject may be forgotten."""
+        if self.open is not None or self.buckets or self.stale:
+            return False
+        if self.rule == "critical_unread":  # remembered a while, so late reads cannot re-arm it
+            deadline = self.deadline_ms()
+            return deadline is None or (self.at or 0) > deadline + KEEP_CHECKED_MS
+        return not any(self.sums)

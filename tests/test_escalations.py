@@ -1,0 +1,182 @@
+"""Escalation rules as pure state (SPEC §5): the board's tick-by-tick evaluation against a
+brute-force oracle that looks at every second, hysteresis, levels, deadlines, exactly-once
+application of shard messages, and restarts from the stored state alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from herald.config import Escalations, FailureRate
+from herald.tables.escalation_board import Board
+from herald.tables.escalations import escalation_id, rules
+
+S = 1000
+T0 = 1_795_428_000_000
+RULES = rules(Escalations(region_failure_rate=FailureRate(window_s=60, min_attempts=10,
+                                                          renotify_s=120)))  # fmt: skip
+REGION = ["region_failure_rate", "t1", "DE", "push"]
+
+
+class Shards:
+    """Shards sending signal messages to one partition's board, with increasing offsets."""
+
+    def __init__(self, n: int, state: dict[str, Any] | None = None) -> None:
+        self.n, self.offsets = n, [0] * n
+        self.state: dict[str, Any] = {} if state is None else state
+        self.transitions: list[dict[str, Any]] = []
+
+    def send(self, shard: int, clock: int | None, deltas: list[list[Any]] = (),  # type: ignore[assignment]
+             broadcasts: list[list[Any]] = (), again: bool = False) -> None:  # type: ignore[assignment]  # fmt: skip
+        if not again:
+            self.offsets[shard] += 1
+        message = {"shard": shard, "offset": self.offsets[shard], "clock": clock,
+                   "d": list(deltas), "b": list(broadcasts), "partition": 0}  # fmt: skip
+        self.transitions += Board(self.state, 0, self.n, RULES).apply(message)
+
+    def all(self, clock: int) -> None:
+        for shard in range(self.n):
+            self.send(shard, clock)
+
+
+def oracle(per_second: dict[int, list[int]], end: int) -> list[tuple[str, int, int]]:
+    """(state, level, occurred_at) of region_failure_rate, evaluating every second."""
+    rule, out, opened = RULES["region_failure_rate"], [], None
+    window, renotify = 60 * S, 120 * S
+    level = 0
+    for t in range(min(per_second) + S, end + S, S):
+        delivered = sum(c[0] for s, c in per_second.items() if t - window <= s < t)
+        failed = sum(c[1] for s, c in per_second.items() if t - window <= s < t)
+        attempts = delivered + failed
+        rate = failed / attempts if attempts else 0.0
+        config = rule.config  # type: ignore[attr-defined]
+        if opened is None:
+            if rate > config.open_above and attempts >= config.min_attempts:
+                opened, level = t, 1
+                out.append(("open", 1, t))
+        elif rate < config.resolve_below:
+            out.append(("resolve", level, t))
+            opened = None
+        elif level < 3 and t >= opened + level * renotify:
+            level += 1
+            out.append(("escalate", level, t))
+    return out
+
+
+seconds = st.dictionaries(
+    st.integers(0, 400), st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=seconds, cuts=st.lists(st.integers(1, 40), min_size=1), shards=st.integers(1, 3),
+       resend=st.booleans())  # fmt: skip
+def test_board_matches_an_oracle_that_evaluates_every_second(
+    data: dict[int, tuple[int, int]], cuts: list[int], shards: int, resend: bool
+) -> None:
+    """Counts spread over shards, sent in batches of any size (some twice), clocks moving
+    at their own pace: the transitions are exactly those of a second-by-second evaluation."""
+    per_second = {T0 + s * S: list(c) for s, c in data.items()}
+    end = max(per_second) + 700 * S
+    board = Shards(shards)
+    seconds_sorted = sorted(per_second)
+    i = 0
+    for step, cut in enumerate(cuts * 50):
+        chunk = seconds_sorted[i : i + cut]
+        i += cut
+        if not chunk:
+            break
+        shard = step % shards
+        deltas = [[*REGION, s, *per_second[s]] for s in chunk]
+        # The other shards keep up in clock; this one brings the counts.
+        board.send(shard, chunk[-1], deltas)
+        if resend:
+            board.send(shard, chunk[-1], deltas, again=True)
+        for other in range(shards):
+            if other != shard:
+                board.send(other, chunk[-1])
+    for t in range(max(per_second), end + S, 50 * S):
+        board.all(t)
+    board.all(end)
+    got = [(t["state"], t["level"], t["occurred_at"]) for t in board.transitions]
+    assert got == oracle(per_second, end)
+
+
+def test_region_outage_opens_escalates_twice_and_resolves_with_one_id() -> None:
+    shards = Shards(1)
+    outage = [[*REGION, T0 + s * S, 0, 1] for s in range(400)]  # every attempt fails
+    shards.send(0, T0 + 400 * S, outage)
+    shards.send(0, T0 + 800 * S)
+    states = [(t["state"], t["level"], t["occurred_at"] - T0) for t in shards.transitions]
+    # 10 failures in the window at T0+10 s; levels at +120 s and +240 s; the last failure
+    # (second 399) leaves the 60 s window at 460 s: nothing left, the rate is 0.
+    assert states == [("open", 1, 10 * S), ("escalate", 2, 130 * S), ("escalate", 3, 250 * S),
+                      ("resolve", 3, 460 * S)]  # fmt: skip
+    ids = {t["escalation_id"] for t in shards.transitions}
+    assert ids == {escalation_id("region_failure_rate", "t1", "DE/push", T0 + 10 * S)}
+    assert shards.transitions[0]["subject"] == "DE/push"
+    assert shards.transitions[0]["threshold"] == 0.2
+
+
+def test_nothing_happens_until_every_shard_has_a_clock() -> None:
+    shards = Shards(2)
+    shards.send(0, T0 + 400 * S, [[*REGION, T0 + s * S, 0, 1] for s in range(100)])
+    assert shards.transitions == []
+    shards.send(1, T0 + 400 * S)
+    assert [t["state"] for t in shards.transitions][:1] == ["open"]
+
+
+def test_a_restart_from_the_stored_state_alone_gives_the_same_transitions() -> None:
+    outage = [[*REGION, T0 + s * S, 0, 1] for s in range(300)]
+    whole = Shards(1)
+    whole.send(0, T0 + 150 * S, outage[:150])
+    whole.send(0, T0 + 300 * S, outage[150:])
+    whole.send(0, T0 + 900 * S)
+    state: dict[str, Any] = {}
+    first = Shards(1, state)
+    first.send(0, T0 + 150 * S, outage[:150])
+    again = Shards(1, dict(state))  # a new process: only the table's values survive
+    again.offsets = first.offsets
+    again.send(0, T0 + 300 * S, outage[150:])
+    again.send(0, T0 + 900 * S)
+    assert first.transitions + again.transitions == whole.transitions
+
+
+def test_critical_unread_opens_at_the_deadline_and_resolves_when_read() -> None:
+    shards = Shards(1)
+    key = ["critical_unread", "t1", "b9"]
+    sent = T0 + 500  # not on a second: the deadline tick is exact
+    shards.send(0, T0, broadcasts=[["t1", "b9", sent, 60]])
+    shards.send(0, T0 + 30 * S, [[*key, T0 + 10 * S, 100, 0], [*key, T0 + 20 * S, 0, 50]])
+    shards.send(0, T0 + 90 * S, [[*key, T0 + 70 * S, 0, 39]])
+    assert [(t["state"], t["occurred_at"]) for t in shards.transitions] == [("open", sent + 60 * S)]
+    assert shards.transitions[0]["value"] == 0.5
+    shards.send(0, T0 + 100 * S, [[*key, T0 + 95 * S, 0, 1]])  # 90 of 100: resolved
+    assert [t["state"] for t in shards.transitions] == ["open", "resolve"]
+    assert shards.transitions[1]["occurred_at"] == T0 + 96 * S
+
+
+def test_critical_read_in_time_never_opens_and_late_facts_do_not_rearm_it() -> None:
+    shards = Shards(1)
+    key = ["critical_unread", "t1", "b9"]
+    shards.send(0, T0, broadcasts=[["t1", "b9", T0, 60]])
+    shards.send(0, T0 + 50 * S, [[*key, T0 + 10 * S, 100, 0], [*key, T0 + 20 * S, 0, 95]])
+    shards.send(0, T0 + 200 * S)
+    shards.send(0, T0 + 300 * S, broadcasts=[["t1", "b9", T0, 60]])  # `completed` re-sends it
+    shards.send(0, T0 + 400 * S)
+    assert shards.transitions == []
+
+
+def test_hysteresis_between_the_thresholds_holds_the_state() -> None:
+    """A rate between 10 % and 20 % neither opens a closed escalation nor resolves an open one."""
+    shards = Shards(1)
+    calm = [[*REGION, T0 + s * S, 17, 3] for s in range(0, 120)]  # 15 %: never opens
+    shards.send(0, T0 + 120 * S, calm)
+    assert shards.transitions == []
+    bad = [[*REGION, T0 + s * S, 10, 10] for s in range(120, 180)]  # 50 %: opens
+    shards.send(0, T0 + 180 * S, bad)
+    swing = [[*REGION, T0 + s * S, *((16, 4) if s % 2 else (18, 2))] for s in range(180, 400)]
+    shards.send(0, T0 + 400 * S, swing)  # 10-20 %: stays open
+    assert [t["state"] for t in shards.transitions if t["state"] != "escalate"] == ["open"]

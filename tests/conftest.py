@@ -58,8 +58,9 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # The last hour: pipeline health is kept by wall-clock minute, and its panels must
         # share the time range of the event-time data.
         start_ms = (int(time.time()) // 60 - 60) * 60_000
+        # A DE outage in the middle: escalations open and resolve, retries and dead letters flow.
         messages = generate(Scenario(start_ms=start_ms, duration_s=3600, broadcasts=24,
-                                     invalid=12))  # fmt: skip
+                                     invalid=12, outage=("DE", 600, 1500)))  # fmt: skip
         settings = Settings(kafka_bootstrap=broker.bootstrap)
         asyncio.run(admin.ensure_topics(settings, admin.herald_topics(settings)))
         asyncio.run(produce_events(settings, messages))
@@ -78,6 +79,11 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 60,
                 "pipeline health rows",
             )
+            wait_for(
+                lambda: herald.query("SELECT uniq(rule, state) AS n FROM escalations")[0]["n"] >= 3,
+                60,
+                "escalations opened and resolved",
+            )
         finally:
             herald.stop()
     finally:
@@ -88,16 +94,11 @@ def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pipeline_clickhouse(pipeline_clickhouse_dir: Path) -> Iterator[Client]:
     """A client on the pipeline's ClickHouse, opened per module (chDB allows one path per
-    process at a time, so modules take turns). Escalations are not produced by the pipeline yet
-    (SPEC §5 is later work): sample rows stand in for that table only; retries and dead letters
-    are the pipeline's own."""
+    process at a time, so modules take turns)."""
     from herald.sinks.clickhouse import connect
-    from tests.test_dashboards_data import sample_escalations
 
     client = connect(f"chdb://{pipeline_clickhouse_dir}")
     try:
-        if not client.query("SELECT count() FROM escalations").result_rows[0][0]:
-            sample_escalations(client)
         yield client
     finally:
         client.close()

@@ -58,21 +58,6 @@ def fill_sample_data(client: Client, seed: int = 5) -> Counter[str]:
     return totals
 
 
-def sample_escalations(client: Client) -> None:
-    """Sample rows for the table the pipeline does not fill yet, over its broadcasts."""
-    rows = client.query(
-        "SELECT tenant_id, broadcast_id, sent_at FROM broadcasts FINAL WHERE sent_at IS NOT NULL"
-    ).named_results()
-    broadcasts = [{**r, "sent_at": r["sent_at"].replace(tzinfo=UTC)} for r in rows]
-    # The sample hour starts at BASE; move its escalations to the pipeline's hour.
-    shift = min(b["sent_at"] for b in broadcasts) - BASE
-    escalations = [
-        {**e, "opened_at": e["opened_at"] + shift, "occurred_at": e["occurred_at"] + shift}
-        for e in _escalations()
-    ]
-    insert(client, "escalations", escalations)
-
-
 def _minute(i: int) -> datetime:
     return BASE + timedelta(minutes=i)
 

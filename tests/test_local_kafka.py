@@ -188,7 +188,13 @@ def test_herald_topics_follow_the_settings() -> None:
         topics.RETRIES,
         topics.DEADLETTER,
         topics.ESCALATIONS,
+        topics.SIGNALS,
+        topics.TRANSITIONS,
+        topics.PUBLISHED,
     }
+    # The escalation agent's input and table share the shards' partitioning.
+    assert {specs[t].partitions for t in (topics.SIGNALS, topics.TRANSITIONS)} == {5}
+    assert specs[topics.PUBLISHED].config["retention.ms"] == "-1"
     week = str(7 * 86_400_000)
     assert specs[topics.DELIVERIES] == TopicSpec(
         3, {"retention.ms": week, "message.timestamp.type": "CreateTime"}

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ class BenchConfig:
     quix_sample: int = 100_000
     freshness_s: float = 20.0
     batches_per_s: int = 4
+
+
+OUTAGE_FAILURES = 60  # failed deliveries of a new region: over 50 attempts at 100 %
 
 
 def bench_load(events: int) -> list[SimEvent]:
@@ -86,10 +89,11 @@ def _bench(config: BenchConfig, bootstrap: str, work: Path, progress: Progress) 
     try:
         events_per_s, cpu_s = _measure_herald(herald, len(load))
         progress(f"Herald: {events_per_s:,.0f} events/s; freshness at half that rate")
-        freshness = _measure_freshness(settings, herald, events_per_s / 2, config)
+        freshness, escalations = _measure_freshness(settings, herald, events_per_s / 2, config)
     finally:
         herald.stop()
-    return _report(baselines, events_per_s, cpu_s, len(load), freshness, events_per_s / 2)
+    result = _report(baselines, events_per_s, cpu_s, len(load), freshness, events_per_s / 2)
+    return {**result, **_quantiles("escalation_freshness", escalations)}
 
 
 async def _produce(settings: Settings, load: list[SimEvent], progress: Progress) -> None:
@@ -113,11 +117,12 @@ def _measure_herald(herald: HeraldProcess, total: int) -> tuple[float, float]:
     return done / seconds, cpu_per_million
 
 
-def _delivered(broadcast_id: str, tenant: str, n: int) -> list[bytes]:
+def _delivered(broadcast_id: str, tenant: str, n: int, kind: str = "delivered") -> list[bytes]:
     common = {
         "tenant_id": tenant, "occurred_at": rfc3339(int(time.time() * 1000)),
-        "schema_version": 1, "type": "delivered", "broadcast_id": broadcast_id,
-        "channel": "push", "region": "DE", "attempt": 1, "latency_ms": 120,
+        "schema_version": 1, "type": kind, "broadcast_id": broadcast_id,
+        "channel": "push", "region": "DE", "attempt": 1,
+        **({"latency_ms": 120} if kind == "delivered" else {"error_code": "timeout"}),
     }  # fmt: skip
     return [
         orjson.dumps({**common, "event_id": f"{broadcast_id}-{i}", "user_id": f"u{i}"})
@@ -125,25 +130,39 @@ def _delivered(broadcast_id: str, tenant: str, n: int) -> list[bytes]:
     ]
 
 
+@dataclass
+class Probes:
+    """Freshness samples in flight: name -> (sent at, events); name -> seen at."""
+
+    sent: dict[str, tuple[float, int]] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def latencies(self) -> list[float]:
+        return [self.seen[name] - self.sent[name][0] for name in self.sent]
+
+
 def _measure_freshness(
     settings: Settings, herald: HeraldProcess, rate: float, config: BenchConfig
-) -> list[float]:
-    """Produce at `rate` in batches, one broadcast each; time until each batch is visible."""
+) -> tuple[list[float], list[float]]:
+    """Produce at `rate` in batches, one broadcast each; time until each batch is visible.
+    Once a second a fresh region also fails 60 deliveries: time until region_failure_rate
+    is in `open_escalations`."""
     per_batch = max(int(rate / config.batches_per_s), 1)
-    sent: dict[str, tuple[float, int]] = {}
-    seen: dict[str, float] = {}
+    batches, outages = Probes(), Probes()
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(herald, sent, seen, stop), daemon=True)
+    watcher = threading.Thread(target=_watch, args=(herald, batches, outages, stop), daemon=True)
     watcher.start()
-    asyncio.run(_steady(settings, per_batch, config, sent))
-    wait_for(lambda: len(seen) == len(sent), 60, "every freshness batch", every_s=0.2)
+    asyncio.run(_steady(settings, per_batch, config, batches, outages))
+    wait_for(lambda: len(batches.seen) == len(batches.sent)
+             and len(outages.seen) == len(outages.sent), 60, "every freshness probe",
+             every_s=0.2)  # fmt: skip
     stop.set()
     watcher.join()
-    return [seen[b] - sent[b][0] for b in sent]
+    return batches.latencies(), outages.latencies()
 
 
 async def _steady(
-    settings: Settings, per_batch: int, config: BenchConfig, sent: dict[str, tuple[float, int]]
+    settings: Settings, per_batch: int, config: BenchConfig, batches: Probes, outages: Probes
 ) -> None:
     tenant = f"fresh{uuid.uuid4().hex[:6]}"
     interval = 1 / config.batches_per_s
@@ -154,29 +173,41 @@ async def _steady(
             broadcast = f"{tenant}-b{i}"
             for value in _delivered(broadcast, tenant, per_batch):
                 await producer.send(topics.DELIVERIES, value, key=broadcast.encode())
+            if i % config.batches_per_s == 0:
+                outage = f"{tenant}-o{i}"  # a tenant of its own: one escalation each
+                for value in _delivered(outage, outage, OUTAGE_FAILURES, "failed"):
+                    await producer.send(topics.DELIVERIES, value, key=outage.encode())
             await producer.flush()
-            sent[broadcast] = (time.monotonic(), per_batch)
+            batches.sent[broadcast] = (time.monotonic(), per_batch)
+            if i % config.batches_per_s == 0:
+                outages.sent[f"{tenant}-o{i}"] = (time.monotonic(), OUTAGE_FAILURES)
 
 
-def _watch(
-    herald: HeraldProcess,
-    sent: dict[str, tuple[float, int]],
-    seen: dict[str, float],
-    stop: threading.Event,
-) -> None:
+def _watch(herald: HeraldProcess, batches: Probes, outages: Probes,
+           stop: threading.Event) -> None:  # fmt: skip
     while not stop.is_set():
-        pending = [b for b in list(sent) if b not in seen]
+        pending = [b for b in list(batches.sent) if b not in batches.seen]
         if pending:
-            names = ", ".join(f"'{b}'" for b in pending)
             rows = herald.query(
                 f"SELECT broadcast_id, delivered FROM broadcast_summary"
-                f" WHERE broadcast_id IN ({names})"
+                f" WHERE broadcast_id IN ({_names(pending)})"
             )
             now = time.monotonic()
             for row in rows:
-                if int(row["delivered"]) >= sent[row["broadcast_id"]][1]:
-                    seen[row["broadcast_id"]] = now
+                if int(row["delivered"]) >= batches.sent[row["broadcast_id"]][1]:
+                    batches.seen[row["broadcast_id"]] = now
+        pending = [o for o in list(outages.sent) if o not in outages.seen]
+        if pending:
+            rows = herald.query(f"SELECT tenant_id FROM open_escalations WHERE rule ="
+                                f" 'region_failure_rate' AND tenant_id IN ({_names(pending)})")
+            now = time.monotonic()
+            for row in rows:
+                outages.seen.setdefault(row["tenant_id"], now)
         stop.wait(0.05)
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
 
 
 def _report(
@@ -188,7 +219,6 @@ def _report(
     freshness_rate: float,
 ) -> dict[str, Any]:
     raw = baselines["raw"]
-    quantiles = statistics.quantiles(freshness, n=100, method="inclusive")
     return {
         "events": events,
         "events_per_s": round(events_per_s),
@@ -199,10 +229,14 @@ def _report(
         **_peer("faust_naive", baselines["faust_naive"], raw),
         **_peer("quix", baselines["quix"], raw),
         "freshness_rate_events_per_s": round(freshness_rate),
-        "freshness_p50_s": round(statistics.median(freshness), 3),
-        "freshness_p99_s": round(quantiles[98], 3),
-        "freshness_samples": len(freshness),
+        **_quantiles("freshness", freshness),
     }
+
+
+def _quantiles(name: str, samples: list[float]) -> dict[str, Any]:
+    quantiles = statistics.quantiles(samples, n=100, method="inclusive")
+    return {f"{name}_p50_s": round(statistics.median(samples), 3),
+            f"{name}_p99_s": round(quantiles[98], 3), f"{name}_samples": len(samples)}
 
 
 def _peer(name: str, result: BaselineResult, raw: BaselineResult) -> dict[str, Any]:

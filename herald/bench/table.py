@@ -32,4 +32,10 @@ def render(result: dict[str, Any]) -> str:
         f" (produce -> broadcast_summary): p50 {result['freshness_p50_s']:.2f} s,"
         f" p99 {result['freshness_p99_s']:.2f} s ({result['freshness_samples']} batches)"
     )
+    lines.append(
+        "escalation freshness (failing deliveries -> open_escalations):"
+        f" p50 {result['escalation_freshness_p50_s']:.2f} s,"
+        f" p99 {result['escalation_freshness_p99_s']:.2f} s"
+        f" ({result['escalation_freshness_samples']} outages)"
+    )
     return "\n".join(lines)

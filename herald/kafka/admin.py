@@ -65,6 +65,11 @@ def herald_topics(settings: Settings) -> dict[str, TopicSpec]:
     specs[topics.AGGREGATES] = TopicSpec(n, dict(packed))
     # One partition per shard: the escalation agents' table is partitioned the same way.
     specs[topics.SIGNALS] = TopicSpec(settings.shards, dict(packed))
+    # Transitions are few; the publisher's changelog must cover every transition it may read
+    # again, so both are kept.
+    forever = {"retention.ms": "-1", "cleanup.policy": "delete"}
+    specs[topics.TRANSITIONS] = TopicSpec(settings.shards, dict(forever))
+    specs[topics.PUBLISHED] = TopicSpec(settings.shards, dict(forever))
     return specs
 
 

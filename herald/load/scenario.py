@@ -10,6 +10,7 @@ from herald.errors import HeraldError
 Keying = Literal["broadcast", "user", "random", "none"]
 
 GRACE_S = 600
+OUTAGE_FAILURE_RATIO = 0.6
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class Scenario:
     max_delay_s: float = 180
     invalid: int = 0
     keying: Keying = "broadcast"
+    # A regional outage: (region, start s, end s) from the scenario start, during which
+    # most attempts in that region fail (`OUTAGE_FAILURE_RATIO`).
+    outage: tuple[str, float, float] | None = None
 
     def __post_init__(self) -> None:
         ratios = ("offline_ratio", "failure_ratio", "duplicate_ratio", "out_of_order_ratio")
@@ -46,6 +50,17 @@ class Scenario:
             raise HeraldError(f"simulate: max_delay_s must be within [0, {GRACE_S - 60}]")
         if self.keying not in ("broadcast", "user", "random", "none"):
             raise HeraldError(f"simulate: unknown keying {self.keying!r}")
+        if self.outage is not None:
+            region, begin, end = self.outage
+            if region not in self.regions or not 0 <= begin < end:
+                raise HeraldError("simulate: an outage needs one of the regions and start < end")
+
+    def failure_ratio_at(self, region: str, ms: int, usual: float) -> float:
+        """The chance an attempt fails: higher in an outage's region while it lasts."""
+        if self.outage is None or region != self.outage[0]:
+            return usual
+        begin, end = (self.start_ms + int(s * 1000) for s in self.outage[1:])
+        return max(usual, OUTAGE_FAILURE_RATIO) if begin <= ms < end else usual
 
     @property
     def end_ms(self) -> int:

@@ -170,7 +170,7 @@ def _delivery(world: World, b: _Broadcast, user: str, region: str, channel: str)
         attempt += 1
         t += rng.randint(20, 1_000)
         _emit(world, b, t, topics.DELIVERIES, "attempted", **who, attempt=attempt)
-        if rng.random() >= fail_p:
+        if rng.random() >= sc.failure_ratio_at(region, t, fail_p):
             latency = round(rng.lognormvariate(0, 0.6) * LATENCY_MEDIAN_MS[channel], 1)
             t += int(latency)
             _emit(

@@ -17,3 +17,7 @@ EVENTS = "herald.events"
 CHANGELOG = "herald.changelog"
 # Internal: what the shards tell the escalation agents (per-second counts and clocks).
 SIGNALS = "herald.signals"
+# Internal: escalation transitions as the Faust agent computes them (at least once), and the
+# changelog of the publisher that passes each on once (streams/publish.py).
+TRANSITIONS = "herald.transitions"
+PUBLISHED = "herald.published"

@@ -29,6 +29,7 @@ from herald.sinks.service import ClickHouseWriter, SinkService
 from herald.streams import escalate
 from herald.streams.aggregate import ShardService, pack_rows
 from herald.streams.ingest import IngestService
+from herald.streams.publish import TransitionPublisher
 from herald.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Pipeline(mode.Service):
             loops.append(IngestService(**common, loop=self.loop, beacon=self.beacon))
         if "shards" in parts:
             loops.append(ShardService(**common, loop=self.loop, beacon=self.beacon))
+            loops.append(TransitionPublisher(**common, loop=self.loop, beacon=self.beacon))
         if self.writer is not None:
             loops.append(SinkService(**common, writer=self.writer, loop=self.loop,
                                      beacon=self.beacon))  # fmt: skip

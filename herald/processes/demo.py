@@ -18,7 +18,7 @@ from herald.config import Settings
 from herald.kafka import local_broker
 from herald.load.simulate import Scenario, run_live
 from herald.processes.child import HeraldProcess, wait_for
-from herald.processes.query import write_report
+from herald.processes.query import escalations_sql, write_report
 
 Progress = Callable[[str], None]
 LIVE_EVERY_S = 5.0
@@ -54,6 +54,7 @@ def run_demo(settings: Settings, duration_s: float, rate: float, out: Path,
             _load_with_live_numbers(settings, herald, rate, duration_s, progress)
             _wait_until_counted(herald, progress)
             summary = herald.ask(SUMMARY_SQL)
+            opened = herald.ask(escalations_sql(history=False, tenant=None))
             report = write_report(herald.settings, out.resolve())
         finally:
             herald.stop()
@@ -61,7 +62,8 @@ def run_demo(settings: Settings, duration_s: float, rate: float, out: Path,
         if not broker.already_running:
             local_broker.stop(settings.data_path)
     took = time.monotonic() - started
-    return f"{summary}\nreport: {report}\ndemo took {took:.0f} s; data in {settings.data_path}"
+    return (f"{summary}\nopen escalations (herald escalations):\n{opened or '  none'}\n"
+            f"report: {report}\ndemo took {took:.0f} s; data in {settings.data_path}")
 
 
 def _load_with_live_numbers(settings: Settings, herald: HeraldProcess, rate: float,
@@ -81,7 +83,10 @@ def _load_with_live_numbers(settings: Settings, herald: HeraldProcess, rate: flo
     try:
         # Late events stay within 30 s so that a one-minute demo shows them in recent windows;
         # a new seed per run, so a second demo on the same data adds events, not duplicates.
-        scenario = Scenario(seed=secrets.randbits(31), max_delay_s=30, invalid=20)
+        # DE fails most attempts for part of every simulated scenario: region_failure_rate
+        # opens, retries and dead letters flow.
+        scenario = Scenario(seed=secrets.randbits(31), max_delay_s=30, invalid=20,
+                            outage=("DE", 120, 420))  # fmt: skip
         asyncio.run(run_live(settings, rate, duration_s, None, scenario))
     finally:
         done.set()

@@ -28,5 +28,8 @@ def run_worker(settings: Settings, role: str, loglevel: str = "warn") -> None:
     # uvloop's event loop is Faust's documented option; here it cut CPU per event by ~12 %.
     mode.loop.use("uvloop")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    # Faust warns whenever its producer buffer holds over 100 messages, then flushes it: the
+    # escalation table's changelog writes reach that in normal operation.
+    logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     app = create_app(settings, role)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 Written = list[tuple[ShardStore, Change, dict[bytes, bytes]]]
 
 
-async def send(producer: AIOKafkaProducer, changes: list[tuple[int, ShardStore, Change]]
-               ) -> Written:  # fmt: skip
+async def send(producer: AIOKafkaProducer, changes: list[tuple[int, ShardStore, Change]],
+               topic: str = topics.CHANGELOG) -> Written:  # fmt: skip
     """Produce changes of several shards (all in flight at once); once acknowledged, each
     carries its changelog position, ready for `write_local` (after the transaction commits)."""
     pending = []
@@ -34,7 +34,7 @@ async def send(producer: AIOKafkaProducer, changes: list[tuple[int, ShardStore, 
         serialised = change.serialised()
         value = change.encode(serialised)
         pending.append((store, change, serialised, await producer.send(
-            topics.CHANGELOG, value, partition=shard)))  # fmt: skip
+            topic, value, partition=shard)))  # fmt: skip
     written = []
     for store, change, serialised, future in pending:
         sent = await future
@@ -49,10 +49,11 @@ def write_local(written: Written) -> None:
         store.write(change, serialised)
 
 
-async def restore(settings: Settings, shard: int, store: ShardStore) -> int:
+async def restore(settings: Settings, shard: int, store: ShardStore,
+                  topic: str = topics.CHANGELOG) -> int:  # fmt: skip
     """Bring the local store up to the end of the shard's committed changelog; return the
     records applied."""
-    tp = TopicPartition(topics.CHANGELOG, shard)
+    tp = TopicPartition(topic, shard)
     reader = clients.reader(settings)
     await reader.start()
     try:

@@ -4,12 +4,18 @@ Its input is what the shards already counted — per-second deltas and event-tim
 few messages a second — not raw events, so Faust's own machinery fits: `@app.agent`,
 `app.Table` on RocksDB with its changelog, recovery and standbys. The table is partitioned
 like `herald.signals` (a subject always hashes to the same partition), and each partition's
-`Board` runs the ticks once every shard's clock has passed them. Each transition goes to
-`herald.escalations` and, as an `escalations` row, to `herald.aggregates` for the sink.
+`Board` runs the ticks once every shard's clock has passed them.
+
+At least once, and never less: a message's transitions are sent to `herald.transitions` and
+acknowledged before its table writes, and Faust commits the input only after those. A crash
+repeats a message: its deltas are skipped per subject (the shard offsets each subject keeps)
+and its transitions come again, identical; streams/publish.py passes each on once.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -17,42 +23,66 @@ import orjson
 
 from herald.config import Settings
 from herald.model import topics
-from herald.model.event import rfc3339
-from herald.streams.aggregate import pack_rows
 from herald.tables.escalation_board import Board
 from herald.tables.escalations import rules
+from herald.telemetry import failpoints
 
 TABLE = "escalations"
+_GONE = object()
+
+
+class Staged(MutableMapping[str, Any]):
+    """Writes held back over a Faust table until `flush`: they must follow the sends."""
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self.table, self.writes = table, dict[str, Any]()
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.writes[key] if key in self.writes else self.table[key]
+        if value is _GONE:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.writes[key] = _GONE
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("a staged table is read by key")
+
+    def __len__(self) -> int:
+        raise TypeError("a staged table is read by key")
+
+    def flush(self) -> None:
+        for key, value in self.writes.items():
+            if value is _GONE:
+                self.table.pop(key, None)
+            else:
+                self.table[key] = value
 
 
 def register(app: faust.App, settings: Settings) -> None:
     """Add the agent and its table to `app` (roles that run shards)."""
     enabled = rules(settings.escalations)
-    json = faust.Schema(key_serializer="json", value_serializer="json")
+    json: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
     table = app.Table(TABLE, partitions=settings.shards, schema=json,
                       options={"driver": "rocksdict"})  # fmt: skip
     source = app.topic(topics.SIGNALS, key_serializer="raw", value_serializer="raw")
-    published = app.topic(topics.ESCALATIONS, key_serializer="raw", value_serializer="raw")
-    rows = app.topic(topics.AGGREGATES, key_serializer="raw", value_serializer="raw")
+    out = app.topic(topics.TRANSITIONS, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, name="herald.escalate")
     async def escalate(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            board = Board(table, event.message.partition, settings.shards, enabled)
-            transitions = board.apply(orjson.loads(event.value))
-            for transition in transitions:
-                await published.send(key=transition["escalation_id"].encode(),
-                                     value=orjson.dumps(to_message(transition)))  # fmt: skip
-            for message in pack_rows({"escalations": [to_row(t) for t in transitions]}):
-                await rows.send(key=str(event.message.partition).encode(), value=message)
-
-
-def to_message(transition: dict[str, Any]) -> dict[str, Any]:
-    """The `herald.escalations` document: times in RFC 3339."""
-    times = {k: rfc3339(transition[k]) for k in ("opened_at", "occurred_at")}
-    return {**transition, **times}
-
-
-def to_row(transition: dict[str, Any]) -> dict[str, Any]:
-    """An `escalations` row: one per transition, collapsing with itself if sent again."""
-    return {**transition, "version": 1}
+            partition = event.message.partition
+            staged = Staged(table)
+            transitions = Board(staged, partition, settings.shards, enabled).apply(
+                orjson.loads(event.value)
+            )
+            sent = [await out.send(key=t["escalation_id"].encode(), value=orjson.dumps(t),
+                                   partition=partition) for t in transitions]  # fmt: skip
+            await asyncio.gather(*sent)
+            if transitions:
+                failpoints.hit("transitions-sent")  # sent, the table not yet written
+            staged.flush()

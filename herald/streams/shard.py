@@ -92,6 +92,9 @@ class Shard:
         """Fold (offset, packed message) pairs in offset order; return what to persist."""
         change = Change()
         messages = [(offset, *unpack(value)) for offset, value in records]
+        # Lifecycles first (a stable sort): a batch's deliveries and reads then meet their
+        # broadcast already known, critical or not, whatever the order of the input topics.
+        messages.sort(key=lambda m: not m[1].get("src", "").startswith(BROADCASTS))
         events = [ev for _, _, evs in messages for ev in evs]
         self._roll_dedup(change, events)
         ids = [identity(ev.tenant_id, ev.event_id) for ev in events]
@@ -100,7 +103,7 @@ class Shard:
         new_ids: set[bytes] = set()
         position = 0
         for offset, header, evs in messages:
-            self.offset = offset + 1
+            self.offset = max(self.offset or 0, offset + 1)
             if "hb" in header:
                 for source, (watermark, idle) in header["hb"].items():
                     self.watermarks.observe(source, watermark, idle)
@@ -249,13 +252,26 @@ class Shard:
         lifecycle.apply(state, ev)
         self._touched.add((b"l", key))
         if _critical(state):
-            self.critical.add(key)
+            if key not in self.critical:
+                self.critical.add(key)
+                self._backfill_critical(key)
             self.signals.broadcast(*key, state["sent_at"], state["ack_deadline_s"])
         elif key in self.critical:
             self.critical.discard(key)
             self.signals.broadcast(*key, None, None)
         if state["sent_at"] is not None and key in self.unread:
             self._flush_unread(key, state["sent_at"], change)
+
+    def _backfill_critical(self, broadcast: Key) -> None:
+        """Deliveries and reads counted before the broadcast was known to be critical (its
+        lifecycle comes through another topic, whose partition may be read a little later):
+        from its live windows, each at its window's start. The deadline check stays exact
+        while the lifecycle arrives before the window holding the deadline is counted."""
+        delivered, read = aggregates.INDEX["delivered"], aggregates.INDEX["read"]
+        for start in self.windows:
+            agg = self.aggs.get(("b", *broadcast, start))
+            if agg is not None and (agg[delivered] or agg[read]):
+                self.signals.add(("critical_unread", *broadcast), start, agg[delivered], agg[read])
 
     def _time_to_read(self, ev: Event, keys: tuple[Key, Key], change: Change) -> None:
         """Read time minus the broadcast's sent time; reads seen before `sent` wait for it."""

@@ -46,10 +46,17 @@ class Backlog:
                 change.put(_encode(key), self.entries[key])
         elif kind in RESOLVING:
             entry = self.entries.pop(key, None)
-            if entry is not None:
-                change.delete(_encode(key))
-                if entry[2]:
-                    out.add((RULE, key[0], entry[1]), ev.ts, -1)
+            if entry is None:
+                return
+            change.delete(_encode(key))
+            due = entry[0] + self.older_ms
+            if not entry[2] and ev.ts >= due:
+                # Old by event time, though the watermark (held back by a slower partition)
+                # has not fired its timer yet: count it as the timer would have.
+                entry[2] = True
+                out.add((RULE, key[0], entry[1]), due, 1)
+            if entry[2]:
+                out.add((RULE, key[0], entry[1]), ev.ts, -1)
 
     def fire(self, clock_ms: int, change: Change, out: Outgoing) -> None:
         """Count the deliveries that became old by `clock_ms` (event time)."""

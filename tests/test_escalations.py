@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herald.config import Escalations, FailureRate
+from herald.config import Escalations, FailureRate, TenantQuota
 from herald.tables.escalation_board import Board
 from herald.tables.escalations import escalation_id, rules
 
@@ -32,13 +32,20 @@ class Shards:
              broadcasts: list[list[Any]] = (), again: bool = False) -> None:  # type: ignore[assignment]  # fmt: skip
         if not again:
             self.offsets[shard] += 1
-        message = {"shard": shard, "offset": self.offsets[shard], "clock": clock,
-                   "d": list(deltas), "b": list(broadcasts), "partition": 0}  # fmt: skip
+        message = {"offsets": {str(shard): self.offsets[shard]}, "clocks": {str(shard): clock},
+                   "d": [[shard, *row] for row in deltas],
+                   "b": [[shard, *row] for row in broadcasts], "partition": 0}  # fmt: skip
         self.transitions += Board(self.state, 0, self.n, RULES).apply(message)
 
     def all(self, clock: int) -> None:
         for shard in range(self.n):
             self.send(shard, clock)
+
+
+def one_message(deltas: list[list[Any]], clock: int) -> dict[str, Any]:
+    """What one shard (0) at offset 1 sends."""
+    return {"offsets": {"0": 1}, "clocks": {"0": clock}, "d": [[0, *row] for row in deltas],
+            "b": [], "partition": 0}
 
 
 def oracle(per_second: dict[int, list[int]], end: int) -> list[tuple[str, int, int]]:
@@ -180,3 +187,24 @@ def test_hysteresis_between_the_thresholds_holds_the_state() -> None:
     swing = [[*REGION, T0 + s * S, *((16, 4) if s % 2 else (18, 2))] for s in range(180, 400)]
     shards.send(0, T0 + 400 * S, swing)  # 10-20 %: stays open
     assert [t["state"] for t in shards.transitions if t["state"] != "escalate"] == ["open"]
+
+
+def test_tenant_quota_opens_over_the_quota_and_resolves_below_its_share() -> None:
+    """10 events/s against a quota of 5 over a 10 s window: opens once the window's average
+    passes 5/s, resolves once it falls below 4/s (0.8 of the quota)."""
+    config = Escalations(tenant_quota=TenantQuota(window_s=10, quotas={"t1": 5}))
+    state: dict[str, Any] = {}
+    busy = [["tenant_quota", "t1", T0 + s * S, 10] for s in range(20)]
+    first = Board(state, 0, 1, rules(config)).apply(one_message(busy, T0 + 40 * S))
+    # Average over [t-10 s, t): 10 * n / 10 with n seconds in; > 5 at n = 6; after the last
+    # second (19) it falls below 4 when fewer than 4 seconds remain: t = 27 s.
+    assert [(t["state"], t["occurred_at"] - T0) for t in first] == [("open", 6 * S),
+                                                                   ("resolve", 27 * S)]
+    assert first[0]["threshold"] == 5 and first[1]["threshold"] == 4
+
+
+def test_a_tenant_without_quota_has_nothing_to_hold_open() -> None:
+    config = Escalations(tenant_quota=TenantQuota(window_s=10, quotas={"other": 1}))
+    busy = [["tenant_quota", "t1", T0 + s * S, 100] for s in range(20)]
+    board = Board({}, 0, 1, rules(config))
+    assert board.apply(one_message(busy, T0 + 40 * S)) == []

@@ -50,14 +50,18 @@ OUTAGE_FAILURES = 60  # failed deliveries of a new region: over 50 attempts at 1
 
 
 def bench_load(events: int) -> list[SimEvent]:
-    """`events` delivery messages from the simulator (realistic sizes, keys and mix)."""
+    """`events` delivery messages from the simulator (realistic sizes, keys and mix), in the
+    last minutes of event time: the freshness phase then continues the same stream, as live
+    traffic would (a load days old made event time jump at that phase, and every retry and
+    timer of the load came due at once)."""
     users = 400
     broadcasts = max(events // (users * 4), 1)
     load: list[SimEvent] = []
     seed = 1
+    start_ms = (int(time.time()) // 60 - 11) * 60_000
     while len(load) < events:
         scenario = Scenario(seed=seed, broadcasts=broadcasts, users_per_broadcast=users,
-                            duplicate_ratio=0.0)  # fmt: skip
+                            duplicate_ratio=0.0, start_ms=start_ms)  # fmt: skip
         load.extend(m for m in generate(scenario) if m.topic == topics.DELIVERIES)
         seed += 1
     return load[:events]

@@ -101,17 +101,6 @@ def _backlog(events: list[dict[str, Any]],
         yield (tenant, region), pending_ms + old_ms, 1
 
 
-def _value(rule: str, sums: list[int], config: Any) -> tuple[bool, bool]:
-    """(opens, resolves) of a rule's sums."""
-    if rule == "region_failure_rate":
-        attempts = sums[0] + sums[1]
-        rate = sums[1] / attempts if attempts else 0.0
-        return rate > config.open_above and attempts >= config.min_attempts, (
-            rate < config.resolve_below
-        )
-    return sums[0] >= config.open_at, sums[0] < config.resolve_below
-
-
 def _evaluate(rule: str, tenant: str, subject: str, per_second: PerSecond,
               config: Any) -> list[Transition]:  # fmt: skip
     """Every second from the first count until the last has left the window (sliding) or
@@ -143,10 +132,16 @@ def _evaluate(rule: str, tenant: str, subject: str, per_second: PerSecond,
 
 
 def _verdict(rule: str, tenant: str, sums: list[int], config: Any) -> tuple[bool, bool]:
+    """(opens, resolves) of a rule's sums."""
     if rule == "tenant_quota":
         rate, quota = sums[0] / config.window_s, config.quotas[tenant]
         return rate > quota, rate < quota * config.resolve_ratio
-    return _value(rule, sums, config)
+    if rule == "region_failure_rate":
+        attempts = sums[0] + sums[1]
+        rate = sums[1] / attempts if attempts else 0.0
+        opens = rate > config.open_above and attempts >= config.min_attempts
+        return opens, rate < config.resolve_below
+    return sums[0] >= config.open_at, sums[0] < config.resolve_below
 
 
 def _critical(events: list[dict[str, Any]], config: Escalations) -> list[Transition]:

@@ -31,6 +31,7 @@ from herald.kafka.loop import LoopService
 from herald.model import topics
 from herald.streams import changelog
 from herald.streams.shard import Shard
+from herald.tables import signals
 from herald.tables.store import ShardStore
 from herald.telemetry import failpoints
 
@@ -47,6 +48,7 @@ class ShardService(LoopService):
         self.shards: dict[int, Shard] = {}
         self._last_snapshot = 0.0
         self._txn: AIOKafkaProducer | None = None
+        self.sender = signals.Sender(self.settings.shards)
 
     @property
     def txn(self) -> AIOKafkaProducer:
@@ -92,6 +94,7 @@ class ShardService(LoopService):
         """After a failed transaction: the shards again as their stores hold them (the last
         commit), each resuming from the input offset stored with it."""
         self.shards = {p: self._open(p, shard.store) for p, shard in self.shards.items()}
+        self.sender = signals.Sender(self.settings.shards)  # send every clock again
         for tp in self.consumer.assignment():
             shard = self.shards.get(tp.partition)
             if shard is None or shard.offset is None:
@@ -132,15 +135,11 @@ class ShardService(LoopService):
         changelog.write_local(written)
 
     async def _signals(self) -> None:
-        """Each shard's escalation deltas and clock, in the transaction of the input they
-        came from: the agents count each delta once."""
-        sent = []
-        for shard in self.shards.values():
-            for message in shard.signals.messages(
-                shard.id, shard.offset or 0, shard.event_clock(), self.settings.shards
-            ):
-                sent.append(await self.txn.send(topics.SIGNALS, orjson.dumps(message),
-                                                partition=message["partition"]))  # fmt: skip
+        """The shards' escalation deltas and clocks, in the transaction of the input they
+        came from: the agent counts each delta once."""
+        parts = [(s.id, s.offset or 0, s.event_clock(), s.signals) for s in self.shards.values()]
+        sent = [await self.txn.send(topics.SIGNALS, orjson.dumps(m), partition=m["partition"])
+                for m in self.sender.messages(parts)]  # fmt: skip
         await asyncio.gather(*sent)
 
     async def _last_transaction(self, shards: list[Shard]) -> None:
@@ -194,7 +193,15 @@ class ShardService(LoopService):
 
     async def on_stop(self) -> None:
         if self._txn is not None:
-            await self._last_transaction(list(self.shards.values()))
+            # Stopping cancels the poll, possibly inside a transaction: abort it and go back
+            # to the committed state, or the last one could not begin (nor be consistent).
+            try:
+                if self._txn._txn_manager.is_in_transaction():  # aiokafka has no public check
+                    await self._txn.abort_transaction()
+                    self.shards = {p: self._open(p, s.store) for p, s in self.shards.items()}
+                await self._last_transaction(list(self.shards.values()))
+            except KafkaError as exc:  # the next owner publishes what is left
+                log.warning("shards: no last transaction (%s)", exc)
         for shard in self.shards.values():
             shard.store.close()
         self.shards.clear()

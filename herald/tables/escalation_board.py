@@ -35,20 +35,22 @@ class Board:
         self._loaded: dict[str, Subject] = {}
 
     def apply(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        """Fold one shard message in; run the ticks its clock lets through."""
-        shard, offset = str(message["shard"]), message["offset"]
-        for tenant, broadcast, sent_ms, deadline_s in message["b"]:
+        """Fold one signals message in; run the ticks its clocks let through."""
+        offsets: dict[str, int] = message["offsets"]
+        for _shard, tenant, broadcast, sent_ms, deadline_s in message["b"]:
             subject = self._subject(["critical_unread", tenant, broadcast])
             if subject is not None:
                 subject.timing, subject.stale = [sent_ms, deadline_s], True
-        for *key, second, counts in _deltas(message["d"]):
+        for shard, *key, second, counts in _deltas(message["d"]):
             subject = self._subject(key)
-            if subject is not None and subject.seq.get(shard, -1) < offset:
+            if subject is not None and subject.seq.get(str(shard), -1) < offsets[str(shard)]:
                 subject.add(second, counts, self.rules[subject.rule].window_ms)
         for subject in self._loaded.values():
-            subject.seq[shard] = max(subject.seq.get(shard, -1), offset)
-        if message["clock"] is not None:
-            self.clocks[shard] = max(self.clocks.get(shard, message["clock"]), message["clock"])
+            for shard, offset in offsets.items():
+                subject.seq[shard] = max(subject.seq.get(shard, -1), offset)
+        for shard, clock in message["clocks"].items():
+            if clock is not None:
+                self.clocks[shard] = max(self.clocks.get(shard, clock), clock)
         transitions = self._tick()
         self._save()
         return transitions
@@ -96,9 +98,9 @@ class Board:
 
 
 def _deltas(rows: list[list[Any]]) -> list[list[Any]]:
-    """[rule, *key, second, *counts] rows as [rule, *key, second, counts]."""
+    """[shard, rule, *key, second, *counts] rows as [shard, rule, *key, second, counts]."""
     out = []
     for row in rows:
-        width = len(FIELDS[row[0]])
+        width = len(FIELDS[row[1]])
         out.append([*row[: -width - 1], row[-width - 1], row[-width:]])
     return out

@@ -240,35 +240,50 @@ class Subject:
     # -- ticks ------------------------------------------------------------------------------
 
     def next_tick(self, rule: Rule) -> int | None:
-        """The earliest tick after `at` where this subject's value or level can change."""
-        ticks = self._ticks(rule, None)
-        return min(ticks) if ticks else None
-
-    def _ticks(self, rule: Rule, until: int | None) -> dict[int, list[tuple[int, int]]]:
-        """Tick -> the (second, +1 entering | -1 leaving) moves at it; ticks without moves
-        are level timers, the deadline, or a re-evaluation after late data."""
-        after = self.at if self.at is not None else -(2**62)
-        ticks: dict[int, list[tuple[int, int]]] = {}
-
-        def want(t: int, move: tuple[int, int] | None = None) -> None:
-            if t > after and (until is None or t <= until):
-                moves = ticks.setdefault(t, [])
-                if move is not None:
-                    moves.append(move)
-
-        for second in self.buckets:
-            want(second + SECOND_MS, (second, 1))
+        """The earliest tick after `at` where this subject's value or level can change: the
+        first second still to enter, the oldest to leave (every stored one is still in the
+        window), a timer. Called after every message, so no tick map is built."""
+        after = self._after()
+        wanted = self._timers(rule, after)
+        if self.buckets:
+            entering = [s for s in self.buckets if s + SECOND_MS > after]
+            if entering:
+                wanted.append(min(entering) + SECOND_MS)
             if rule.window_ms is not None:
-                want(second + SECOND_MS + rule.window_ms, (second, -1))
+                wanted.append(min(self.buckets) + SECOND_MS + rule.window_ms)
+        return min((t for t in wanted if t > after), default=None)
+
+    def _after(self) -> int:
+        return self.at if self.at is not None else -(2**62)
+
+    def _timers(self, rule: Rule, after: int) -> list[int]:
+        """Ticks that move no second: the levels still to come, the ack deadline not yet
+        checked, the next tick after late data."""
+        timers = []
         if self.open is not None:
             opened, level = self.open[1], self.open[2]
-            for n in range(level, MAX_LEVEL):
-                want(opened + n * rule.renotify_ms)
+            timers += [opened + n * rule.renotify_ms for n in range(level, MAX_LEVEL)]
         deadline = self.deadline_ms()
+        next_second = after - after % SECOND_MS + SECOND_MS
         if deadline is not None and not self.checked:
-            want(max(deadline, after - after % SECOND_MS + SECOND_MS))
+            timers.append(max(deadline, next_second))
         if self.stale:
-            want(after - after % SECOND_MS + SECOND_MS)
+            timers.append(next_second)
+        return timers
+
+    def _ticks(self, rule: Rule, until: int) -> dict[int, list[tuple[int, int]]]:
+        """Tick in (at, until] -> the (second, +1 entering | -1 leaving) moves at it."""
+        after, window = self._after(), rule.window_ms
+        ticks: dict[int, list[tuple[int, int]]] = {}
+        for second in self.buckets:
+            t = second + SECOND_MS
+            if after < t <= until:
+                ticks.setdefault(t, []).append((second, 1))
+            if window is not None and after < t + window <= until:
+                ticks.setdefault(t + window, []).append((second, -1))
+        for t in self._timers(rule, after):
+            if after < t <= until:
+                ticks.setdefault(t, [])
         return ticks
 
     def advance(self, rule: Rule, tick: int) -> list[dict[str, Any]]:

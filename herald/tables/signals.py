@@ -2,12 +2,12 @@
 of event time, and each shard's event-time clock.
 
 Escalations are decided on event time, second by second, from the counts of every shard: a
-region's deliveries are spread over all of them, so each sends its part. A shard sends per
-transaction one message per `herald.signals` partition, holding the deltas its batches
-produced for subjects of that partition, its input offset (the agent applies a shard's
-message at most once per subject by it) and its clock. Deltas, not snapshots: a second's
-count is final in the message that carries it, because the message commits in the same
-transaction as the input offsets it covers.
+region's deliveries are spread over all of them, so each sends its part. Per transaction the
+shard service sends one message per `herald.signals` partition, holding the deltas its
+shards' batches produced for subjects of that partition, each shard's input offset (the
+agent applies a shard's delta at most once per subject by it) and clock. Deltas, not
+snapshots: a second's count is final in the message that carries it, because the message
+commits in the same transaction as the input offsets it covers.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ class Outgoing:
     def __init__(self) -> None:
         self.deltas: dict[tuple[SubjectKey, int], list[int]] = {}
         self.broadcasts: dict[tuple[str, str], list[Any]] = {}
-        self._sent_second: dict[int, int | None] = {}  # per partition, the clock last sent
 
     def add(self, subject: SubjectKey, ts_ms: int, *counts: int) -> None:
         key = (subject, ts_ms - ts_ms % SECOND_MS)
@@ -58,23 +57,42 @@ class Outgoing:
         """A critical broadcast's timing; a deadline of None: it is no longer critical."""
         self.broadcasts[(tenant, broadcast)] = [sent_ms, deadline_s]
 
-    def messages(self, shard: int, offset: int, clock: int | None,
-                 partitions: int) -> list[dict[str, Any]]:  # fmt: skip
-        """One message per partition with deltas or a clock a second further, then clear."""
-        by_partition: dict[int, dict[str, list[Any]]] = defaultdict(lambda: {"d": [], "b": []})
-        for (subject, second), counts in self.deltas.items():
-            by_partition[partition_of(subject, partitions)]["d"].append([*subject, second,
-                                                                          *counts])  # fmt: skip
-        for (tenant, broadcast), timing in self.broadcasts.items():
-            subject = ("critical_unread", tenant, broadcast)
-            by_partition[partition_of(subject, partitions)]["b"].append([tenant, broadcast,
-                                                                          *timing])  # fmt: skip
+    def take(self) -> tuple[dict[tuple[SubjectKey, int], list[int]], dict[tuple[str, str],
+                                                                          list[Any]]]:  # fmt: skip
+        taken = self.deltas, self.broadcasts
         self.deltas, self.broadcasts = {}, {}
-        tick = None if clock is None else clock // SECOND_MS
+        return taken
+
+
+class Sender:
+    """Turns several shards' deltas into one message per `herald.signals` partition per
+    transaction: a subject several shards touched is then loaded once by the agent. Rows
+    carry their shard; `offsets` and `clocks` are per shard. A partition with nothing new
+    and every clock in the same second as last time gets no message."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._sent: dict[int, dict[str, int | None]] = {}  # per partition, the clocks' seconds
+
+    def messages(self, shards: list[tuple[int, int, int | None, Outgoing]]
+                 ) -> list[dict[str, Any]]:  # fmt: skip
+        """`shards`: (id, input offset, clock, outgoing) each; their outgoing is emptied."""
+        rows: dict[int, dict[str, list[Any]]] = defaultdict(lambda: {"d": [], "b": []})
+        for shard, _, _, outgoing in shards:
+            deltas, broadcasts = outgoing.take()
+            for (subject, second), counts in deltas.items():
+                rows[partition_of(subject, self.partitions)]["d"].append(
+                    [shard, *subject, second, *counts])
+            for (tenant, broadcast), timing in broadcasts.items():
+                p = partition_of(("critical_unread", tenant, broadcast), self.partitions)
+                rows[p]["b"].append([shard, tenant, broadcast, *timing])
+        offsets = {str(shard): offset for shard, offset, _, _ in shards}
+        clocks = {str(shard): clock for shard, _, clock, _ in shards}
+        seconds = {k: None if c is None else c // SECOND_MS for k, c in clocks.items()}
         out = []
-        for p in range(partitions):
-            if p in by_partition or self._sent_second.get(p, -1) != tick:
-                self._sent_second[p] = tick
-                out.append({"shard": shard, "offset": offset, "clock": clock, "partition": p,
-                            **by_partition.get(p, {"d": [], "b": []})})  # fmt: skip
+        for p in range(self.partitions):
+            if p in rows or self._sent.get(p) != seconds:
+                self._sent[p] = seconds
+                out.append({"partition": p, "offsets": offsets, "clocks": clocks,
+                            **rows.get(p, {"d": [], "b": []})})  # fmt: skip
         return out

@@ -134,3 +134,16 @@ def test_only_tenants_with_a_quota_are_counted_for_it(tmp_path: Path) -> None:
                                   announce("created", T0)]))])  # fmt: skip
     messages = Sender(1).messages([(0, 1, shard.event_clock(), shard.signals)])
     assert deltas(messages, "tenant_quota") == Counter({("t1", T0, "events"): 2})
+
+
+def test_deltas_not_sent_yet_survive_a_restart(feed: SignalFeed) -> None:
+    """Committed with the input they came from, sent at the next snapshot: a crash between
+    the two loses nothing."""
+    feed.batch(msg(D0, T0, [delivery("failed", T0, retryable=False)]))
+    feed.restart()
+    assert deltas(feed.sent(), "dead_letter_spike") == Counter(
+        {("t1", "push", T0, "dead_letters"): 1}
+    )
+    feed.write(feed.shard.signals_sent())
+    feed.restart()
+    assert deltas(feed.sent(), "dead_letter_spike") == Counter()

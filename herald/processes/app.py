@@ -120,11 +120,28 @@ class Pipeline(mode.Service):
                 await self.producer.send_and_wait(topics.AGGREGATES, message)
 
 
+def app_id(settings: Settings, role: str) -> str:
+    """The Faust app's id: its consumer group (not one of the batch services') and the prefix
+    of its tables' changelog topics."""
+    return f"{settings.group_prefix}-faust-{role}"
+
+
+def topics_to_create(settings: Settings, role: str) -> dict[str, admin.TopicSpec]:
+    """Herald's topics and, where the escalation agent runs, its table's changelog: made
+    before Faust starts, whose own creation races its first write (the agent then crashes
+    with PartitionsMismatch, seen here)."""
+    specs = admin.herald_topics(settings)
+    if "shards" in ROLES[role]:
+        name = escalate.changelog_topic(app_id(settings, role))
+        specs[name] = admin.TopicSpec(settings.shards, {"cleanup.policy": "compact"})
+    return specs
+
+
 def create_app(settings: Settings, role: str) -> faust.App:
     """A Faust app running Herald's `role` (worker, sink or run)."""
     (settings.data_path / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        f"{settings.group_prefix}-faust-{role}",  # not a group name of the batch services
+        app_id(settings, role),
         broker=f"kafka://{settings.kafka_bootstrap}",
         datadir=str(settings.data_path / "faust" / f"{role}-{settings.web_port}"),
         # faust-streaming 0.15 has no rocksdict:// URL: rocksdb:// with the table option

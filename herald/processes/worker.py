@@ -10,7 +10,7 @@ import mode.loop
 
 from herald.config import Settings
 from herald.kafka import admin
-from herald.processes.app import ROLES, create_app
+from herald.processes.app import ROLES, create_app, topics_to_create
 from herald.sinks import clickhouse
 
 
@@ -18,7 +18,7 @@ def preflight(settings: Settings, role: str) -> None:
     """Fail with one line now, rather than with a traceback from inside the worker."""
     asyncio.run(admin.wait_for_broker(settings, settings.connect_timeout_s))
     # Faust subscribes its agents at start: their topics must exist by then.
-    asyncio.run(admin.ensure_topics(settings, admin.herald_topics(settings)))
+    asyncio.run(admin.ensure_topics(settings, topics_to_create(settings, role)))
     if "sink" in ROLES[role]:
         clickhouse.connect(settings.dsn).close()
 

@@ -117,8 +117,8 @@ class ShardService(LoopService):
                 changes.append((shard.id, shard.store, change))
                 self.stats.add(**shard.take_counts())
             written = await changelog.send(self.txn, changes)
-            await self._signals()
             if snapshot:
+                written += await self._signals()
                 written += await self._snapshots(list(self.shards.values()))
             return written
 
@@ -134,13 +134,17 @@ class ShardService(LoopService):
             written = await sends()
         changelog.write_local(written)
 
-    async def _signals(self) -> None:
-        """The shards' escalation deltas and clocks, in the transaction of the input they
-        came from: the agent counts each delta once."""
-        parts = [(s.id, s.offset or 0, s.event_clock(), s.signals) for s in self.shards.values()]
+    async def _signals(self) -> changelog.Written:
+        """The shards' escalation deltas and clocks, and the changes that forget them, in one
+        transaction: the agent gets each delta once."""
+        shards = list(self.shards.values())
+        holding = [s for s in shards if s.signals]
+        parts = [(s.id, s.offset or 0, s.event_clock(), s.signals) for s in shards]
         sent = [await self.txn.send(topics.SIGNALS, orjson.dumps(m), partition=m["partition"])
                 for m in self.sender.messages(parts)]  # fmt: skip
         await asyncio.gather(*sent)
+        return await changelog.send(self.txn, [(s.id, s.store, s.signals_sent())
+                                               for s in holding])  # fmt: skip
 
     async def _last_transaction(self, shards: list[Shard]) -> None:
         """Publish what `shards` changed before they leave; if Kafka is away, their next
@@ -193,15 +197,7 @@ class ShardService(LoopService):
 
     async def on_stop(self) -> None:
         if self._txn is not None:
-            # Stopping cancels the poll, possibly inside a transaction: abort it and go back
-            # to the committed state, or the last one could not begin (nor be consistent).
-            try:
-                if self._txn._txn_manager.is_in_transaction():  # aiokafka has no public check
-                    await self._txn.abort_transaction()
-                    self.shards = {p: self._open(p, s.store) for p, s in self.shards.items()}
-                await self._last_transaction(list(self.shards.values()))
-            except KafkaError as exc:  # the next owner publishes what is left
-                log.warning("shards: no last transaction (%s)", exc)
+            await self._last_transaction(list(self.shards.values()))
         for shard in self.shards.values():
             shard.store.close()
         self.shards.clear()

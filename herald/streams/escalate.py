@@ -15,6 +15,7 @@ and its transitions come again, identical; streams/publish.py passes each on onc
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -23,7 +24,7 @@ import orjson
 
 from herald.config import Settings
 from herald.model import topics
-from herald.tables.escalation_board import Board
+from herald.tables.escalation_board import Board, Cache
 from herald.tables.escalations import rules
 from herald.telemetry import failpoints
 
@@ -63,6 +64,11 @@ class Staged(MutableMapping[str, Any]):
                 self.table[key] = value
 
 
+def changelog_topic(app_id: str) -> str:
+    """Where Faust keeps the table's changelog (its naming: app id, table, "changelog")."""
+    return f"{app_id}-{TABLE}-changelog"
+
+
 def register(app: faust.App, settings: Settings) -> None:
     """Add the agent and its table to `app` (roles that run shards)."""
     enabled = rules(settings.escalations)
@@ -71,15 +77,15 @@ def register(app: faust.App, settings: Settings) -> None:
                       options={"driver": "rocksdict"})  # fmt: skip
     source = app.topic(topics.SIGNALS, key_serializer="raw", value_serializer="raw")
     out = app.topic(topics.TRANSITIONS, key_serializer="raw", value_serializer="raw")
+    caches: dict[int, Cache] = defaultdict(Cache)  # per partition, see tables/escalation_board
 
     @app.agent(source, name="herald.escalate")
     async def escalate(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             partition = event.message.partition
             staged = Staged(table)
-            transitions = Board(staged, partition, settings.shards, enabled).apply(
-                orjson.loads(event.value)
-            )
+            board = Board(staged, partition, settings.shards, enabled, caches[partition])
+            transitions = board.apply(orjson.loads(event.value))
             sent = [await out.send(key=t["escalation_id"].encode(), value=orjson.dumps(t),
                                    partition=partition) for t in transitions]  # fmt: skip
             await asyncio.gather(*sent)

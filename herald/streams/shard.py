@@ -29,6 +29,7 @@ from herald.tables.windows import is_closed, window_start
 
 Key = tuple[Any, ...]
 TABLE_WATERMARK = b"mtable_watermark"
+SIGNALS = b"msignals"
 
 
 def encode_key(prefix: bytes, key: Key) -> bytes:
@@ -80,7 +81,9 @@ class Shard:
         self.retry_rate_per_s = retry_rate_per_s
         self._retry_budget, self._budget_at = retry_rate_per_s, time.monotonic()
         rules = escalations or Escalations()
-        self.signals = Outgoing()  # what the escalation agents learn from this shard
+        # What the escalation agent learns from this shard, sent once a snapshot interval and
+        # kept with the state until then (its input offsets are committed meanwhile).
+        self.signals = Outgoing.from_state(store.meta(SIGNALS))
         self.backlog = Backlog(store, rules.pending_backlog.older_than_s)
         self.quotas = frozenset(rules.tenant_quota.quotas)  # only their tenants are counted
         self.critical = {key for key, state in self.lifecycles.items() if _critical(state)}
@@ -132,6 +135,8 @@ class Shard:
         self._persist_touched(change)
         self.followups.persist(change)
         self._close_windows()
+        if self.signals:
+            change.put(SIGNALS, self.signals.to_state())
         change.put(OFFSET, self.offset)
         change.put(WATERMARKS, self.watermarks.sources)
         change.put(TABLE_WATERMARK, self.table_watermark)
@@ -355,6 +360,12 @@ class Shard:
     def take_cleanup(self) -> Change:
         """What `published` changed (marks cleared, final windows dropped), to persist."""
         change, self._cleanup = self._cleanup, Change()
+        return change
+
+    def signals_sent(self) -> Change:
+        """The change that forgets the signals just taken for sending."""
+        change = Change()
+        change.delete(SIGNALS)
         return change
 
     def take_counts(self) -> dict[str, int]:

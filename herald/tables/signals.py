@@ -2,12 +2,13 @@
 of event time, and each shard's event-time clock.
 
 Escalations are decided on event time, second by second, from the counts of every shard: a
-region's deliveries are spread over all of them, so each sends its part. Per transaction the
-shard service sends one message per `herald.signals` partition, holding the deltas its
+region's deliveries are spread over all of them, so each sends its part. Once a snapshot
+interval the shard service sends one message per `herald.signals` partition, holding the deltas its
 shards' batches produced for subjects of that partition, each shard's input offset (the
 agent applies a shard's delta at most once per subject by it) and clock. Deltas, not
-snapshots: a second's count is final in the message that carries it, because the message
-commits in the same transaction as the input offsets it covers.
+snapshots: until sent they are kept in the shard's state (committed with the input they
+came from), and the message commits with the change that forgets them, so each delta
+reaches the agent once.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ class Outgoing:
                   deadline_s: int | None) -> None:  # fmt: skip
         """A critical broadcast's timing; a deadline of None: it is no longer critical."""
         self.broadcasts[(tenant, broadcast)] = [sent_ms, deadline_s]
+
+    def __bool__(self) -> bool:
+        return bool(self.deltas or self.broadcasts)
+
+    def to_state(self) -> list[list[list[Any]]]:
+        """JSON-able: kept in the shard's store between transactions that send it."""
+        deltas = [[*subject, second, *counts] for (subject, second), counts in self.deltas.items()]
+        return [deltas, [[*key, *timing] for key, timing in self.broadcasts.items()]]
+
+    @classmethod
+    def from_state(cls, state: list[list[list[Any]]] | None) -> Outgoing:
+        outgoing = cls()
+        for row in state[0] if state else ():
+            width = len(FIELDS[row[0]])
+            outgoing.deltas[(tuple(row[: -width - 1]), row[-width - 1])] = row[-width:]
+        for tenant, broadcast, *timing in state[1] if state else ():
+            outgoing.broadcasts[(tenant, broadcast)] = timing
+        return outgoing
 
     def take(self) -> tuple[dict[tuple[SubjectKey, int], list[int]], dict[tuple[str, str],
                                                                           list[Any]]]:  # fmt: skip

@@ -197,16 +197,15 @@ class Shard:
 
     def _delivery_signals(self, ev: Event, change: Change) -> None:
         """The counts escalation rules read: region failures, dead letters, the backlog."""
-        kind, tenant, region, channel = ev.type, ev.tenant_id, ev.region or "", ev.channel or ""
-        if kind == "delivered":
-            self.signals.add(("region_failure_rate", tenant, region, channel), ev.ts, 1, 0)
-            if (tenant, ev.broadcast_id) in self.critical:
+        kind, tenant = ev.type, ev.tenant_id
+        if kind == "delivered" or kind == "failed":
+            failed = int(kind == "failed")
+            self.signals.attempt(tenant, ev.region or "", ev.channel or "", ev.ts, failed)
+            if failed and aggregates.retry_outcome(ev, self.retry) == aggregates.DEAD_LETTERED:
+                self.signals.add(("dead_letter_spike", tenant, ev.channel or ""), ev.ts, 1)
+            elif not failed and (tenant, ev.broadcast_id) in self.critical:
                 self.signals.add(("critical_unread", tenant, ev.broadcast_id), ev.ts, 1, 0)
-        elif kind == "failed":
-            self.signals.add(("region_failure_rate", tenant, region, channel), ev.ts, 0, 1)
-            if aggregates.retry_outcome(ev, self.retry) == aggregates.DEAD_LETTERED:
-                self.signals.add(("dead_letter_spike", tenant, channel), ev.ts, 1)
-        self.backlog.observe(ev, retries.recipient(ev), change, self.signals)
+        self.backlog.observe(ev, change, self.signals)
 
     def event_clock(self) -> int | None:
         """Event time for escalations: the table watermark, or the wall clock once every

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from herald.model.event import Event
+from herald.tables.retries import recipient
 from herald.tables.signals import Outgoing
 from herald.tables.store import Change, ShardStore
 
@@ -36,15 +37,17 @@ class Backlog:
         self.timers = [(v[0] + self.older_ms, k) for k, v in self.entries.items() if not v[2]]
         heapq.heapify(self.timers)
 
-    def observe(self, ev: Event, key: Recipient, change: Change, out: Outgoing) -> None:
-        """A counted delivery event of recipient-channel `key`."""
+    def observe(self, ev: Event, change: Change, out: Outgoing) -> None:
+        """A counted delivery event."""
         kind = ev.type
         if kind == "pending":
+            key = recipient(ev)
             if key not in self.entries:
                 self.entries[key] = [ev.ts, ev.region or "", False]
                 heapq.heappush(self.timers, (ev.ts + self.older_ms, key))
                 change.put(_encode(key), self.entries[key])
-        elif kind in RESOLVING:
+        elif kind in RESOLVING and self.entries:
+            key = recipient(ev)
             entry = self.entries.pop(key, None)
             if entry is None:
                 return

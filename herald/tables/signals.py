@@ -41,17 +41,27 @@ class Outgoing:
     (sent time and deadline of high and critical broadcasts)."""
 
     def __init__(self) -> None:
-        self.deltas: dict[tuple[SubjectKey, int], list[int]] = {}
+        # (*subject, second) -> counts: one flat tuple, built once per event on the hot path.
+        self.deltas: dict[tuple[Any, ...], list[int]] = {}
         self.broadcasts: dict[tuple[str, str], list[Any]] = {}
 
     def add(self, subject: SubjectKey, ts_ms: int, *counts: int) -> None:
-        key = (subject, ts_ms - ts_ms % SECOND_MS)
+        key = (*subject, ts_ms - ts_ms % SECOND_MS)
         current = self.deltas.get(key)
         if current is None:
             self.deltas[key] = list(counts)
         else:
             for i, n in enumerate(counts):
                 current[i] += n
+
+    def attempt(self, tenant: str, region: str, channel: str, ts_ms: int, failed: int) -> None:
+        """`add` for region_failure_rate, inlined: it runs for every delivered and failed."""
+        key = ("region_failure_rate", tenant, region, channel, ts_ms - ts_ms % SECOND_MS)
+        current = self.deltas.get(key)
+        if current is None:
+            self.deltas[key] = [1 - failed, failed]
+        else:
+            current[failed] += 1
 
     def broadcast(self, tenant: str, broadcast: str, sent_ms: int | None,
                   deadline_s: int | None) -> None:  # fmt: skip
@@ -63,7 +73,7 @@ class Outgoing:
 
     def to_state(self) -> list[list[list[Any]]]:
         """JSON-able: kept in the shard's store between transactions that send it."""
-        deltas = [[*subject, second, *counts] for (subject, second), counts in self.deltas.items()]
+        deltas = [[*key, *counts] for key, counts in self.deltas.items()]
         return [deltas, [[*key, *timing] for key, timing in self.broadcasts.items()]]
 
     @classmethod
@@ -71,13 +81,12 @@ class Outgoing:
         outgoing = cls()
         for row in state[0] if state else ():
             width = len(FIELDS[row[0]])
-            outgoing.deltas[(tuple(row[: -width - 1]), row[-width - 1])] = row[-width:]
+            outgoing.deltas[tuple(row[:-width])] = row[-width:]
         for tenant, broadcast, *timing in state[1] if state else ():
             outgoing.broadcasts[(tenant, broadcast)] = timing
         return outgoing
 
-    def take(self) -> tuple[dict[tuple[SubjectKey, int], list[int]], dict[tuple[str, str],
-                                                                          list[Any]]]:  # fmt: skip
+    def take(self) -> tuple[dict[tuple[Any, ...], list[int]], dict[tuple[str, str], list[Any]]]:
         taken = self.deltas, self.broadcasts
         self.deltas, self.broadcasts = {}, {}
         return taken
@@ -99,9 +108,8 @@ class Sender:
         rows: dict[int, dict[str, list[Any]]] = defaultdict(lambda: {"d": [], "b": []})
         for shard, _, _, outgoing in shards:
             deltas, broadcasts = outgoing.take()
-            for (subject, second), counts in deltas.items():
-                rows[partition_of(subject, self.partitions)]["d"].append(
-                    [shard, *subject, second, *counts])
+            for key, counts in deltas.items():
+                rows[partition_of(key[:-1], self.partitions)]["d"].append([shard, *key, *counts])
             for (tenant, broadcast), timing in broadcasts.items():
                 p = partition_of(("critical_unread", tenant, broadcast), self.partitions)
                 rows[p]["b"].append([shard, tenant, broadcast, *timing])

@@ -9,6 +9,7 @@ of 20 000 records costs one call into this loop.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,3 +123,29 @@ class LoopService(mode.Service):
             await self.rewind()
         except KafkaError as exc:  # still away: the next poll fails and we come back here
             log.warning("%s: cannot rewind yet (%s)", self.group, exc)
+
+
+class TransactionalLoop(LoopService):
+    """A batch loop whose outputs commit in Kafka transactions. One transactional id per
+    group member (`<prefix>-<group>-<host>-<web port>`): a restarted member fences its
+    earlier incarnation."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._txn: AIOKafkaProducer | None = None
+
+    @property
+    def txn(self) -> AIOKafkaProducer:
+        assert self._txn is not None, "transactional producer used before the service started"
+        return self._txn
+
+    async def on_start(self) -> None:
+        member = f"{self.settings.group_prefix}-{self.group}-{socket.gethostname()}"
+        self._txn = clients.producer(self.settings, f"{member}-{self.settings.web_port}")
+        await self._txn.start()
+        await super().on_start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        if self._txn is not None:
+            await self._txn.stop()

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from herald.kafka import clients
-from herald.kafka.loop import LoopService
+from herald.kafka.loop import TransactionalLoop
 from herald.model import topics
 from herald.streams import changelog
 from herald.streams.shard import Shard
@@ -39,7 +36,7 @@ log = logging.getLogger(__name__)
 ROWS_PER_MESSAGE = 2000
 
 
-class ShardService(LoopService):
+class ShardService(TransactionalLoop):
     group = "shards"
     fetch_wait_ms = 100  # fewer, larger batches: one changelog round trip each
 
@@ -47,20 +44,7 @@ class ShardService(LoopService):
         super().__init__(*args, **kwargs)
         self.shards: dict[int, Shard] = {}
         self._last_snapshot = 0.0
-        self._txn: AIOKafkaProducer | None = None
         self.sender = signals.Sender(self.settings.shards)
-
-    @property
-    def txn(self) -> AIOKafkaProducer:
-        assert self._txn is not None, "transactional producer used before the service started"
-        return self._txn
-
-    async def on_start(self) -> None:
-        # One transactional id per member: a restarted member fences its earlier incarnation.
-        member = f"{self.settings.group_prefix}-shards-{socket.gethostname()}"
-        self._txn = clients.producer(self.settings, f"{member}-{self.settings.web_port}")
-        await self._txn.start()
-        await super().on_start()
 
     def topics(self) -> Sequence[str]:
         return (topics.EVENTS,)
@@ -202,8 +186,6 @@ class ShardService(LoopService):
             shard.store.close()
         self.shards.clear()
         await super().on_stop()
-        if self._txn is not None:
-            await self._txn.stop()
 
 
 def pack_rows(rows: dict[str, list[dict[str, Any]]]) -> list[bytes]:

@@ -14,16 +14,13 @@ faust-streaming 0.15.3 it does not (docs/architecture.md, measured here).
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from herald.kafka import clients
-from herald.kafka.loop import LoopService
+from herald.kafka.loop import TransactionalLoop
 from herald.model import topics
 from herald.model.event import rfc3339
 from herald.streams import changelog
@@ -34,24 +31,12 @@ from herald.telemetry import failpoints
 SENT = b"s"  # s<escalation id>|<state>|<level> -> occurred ms: published
 
 
-class TransitionPublisher(LoopService):
+class TransitionPublisher(TransactionalLoop):
     group = "publish"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stores: dict[int, ShardStore] = {}
-        self._txn: AIOKafkaProducer | None = None
-
-    @property
-    def txn(self) -> AIOKafkaProducer:
-        assert self._txn is not None, "transactional producer used before the service started"
-        return self._txn
-
-    async def on_start(self) -> None:
-        member = f"{self.settings.group_prefix}-publish-{socket.gethostname()}"
-        self._txn = clients.producer(self.settings, f"{member}-{self.settings.web_port}")
-        await self._txn.start()
-        await super().on_start()
 
     def topics(self) -> Sequence[str]:
         return (topics.TRANSITIONS,)
@@ -119,8 +104,6 @@ class TransitionPublisher(LoopService):
             store.close()
         self.stores.clear()
         await super().on_stop()
-        if self._txn is not None:
-            await self._txn.stop()
 
 
 def to_message(transition: dict[str, Any]) -> dict[str, Any]:

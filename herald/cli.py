@@ -259,14 +259,23 @@ def schema_export(out: Path | None) -> None:
 @click.option("--events", default=1_000_000, show_default=True, help="size of the fixed load")
 @click.option("--freshness-seconds", default=20.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--ab", type=click.Choice(["escalations"]), default=None,
+              help="only an A/B: Herald with FEATURE against Herald without it")  # fmt: skip
+@click.option("--pairs", default=2, show_default=True, help="A/B: runs of each arm")
 @one_line_errors
-def bench(events: int, freshness_seconds: float, as_json: bool) -> None:
+def bench(events: int, freshness_seconds: float, as_json: bool, ab: str | None,
+          pairs: int) -> None:  # fmt: skip
     """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run."""
     import orjson
 
+    from herald.bench.ab import render_ab, run_ab
     from herald.bench.run import BenchConfig, run_bench
     from herald.bench.table import render
 
+    if ab is not None:
+        result = run_ab(ab, events, pairs, progress=_say)
+        click.echo(orjson.dumps(result).decode() if as_json else render_ab(result))
+        return
     config = BenchConfig(events=events, freshness_s=freshness_seconds)
     result = run_bench(config, progress=_say)
     click.echo(orjson.dumps(result).decode() if as_json else render(result))

@@ -114,6 +114,9 @@ class TenantQuota(SlidingRule):
 class Escalations(Strict):
     """The five rules of SPEC §5, each a `[escalations.<rule>]` table in the config file."""
 
+    # Off: the shards keep no escalation signals and no agent or publisher runs (what
+    # `herald bench --ab escalations` compares against).
+    enabled: bool = True
     critical_unread: CriticalUnread = CriticalUnread()
     region_failure_rate: FailureRate = FailureRate()
     dead_letter_spike: DeadLetterSpike = DeadLetterSpike()

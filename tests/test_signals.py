@@ -147,3 +147,28 @@ def test_deltas_not_sent_yet_survive_a_restart(feed: SignalFeed) -> None:
     feed.write(feed.shard.signals_sent())
     feed.restart()
     assert deltas(feed.sent(), "dead_letter_spike") == Counter()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_escalations_switched_off_keep_no_signals_and_count_the_same(
+    tmp_path: Path, enabled: bool
+) -> None:
+    """`[escalations] enabled = false` (the off arm of `herald bench --ab escalations`):
+    nothing for the agent, no backlog, the windows' counts unchanged."""
+    rules = Escalations(enabled=enabled, tenant_quota=TenantQuota(quotas={"t1": 100}))
+    shard = Shard(0, ShardStore(tmp_path / "s"), 600, DEFAULT_RETRY, escalations=rules)
+    fields = {"priority": "critical", "ack_deadline_s": 120, "channels": ["push"]}
+    later = T0 + 16 * MIN  # the pending delivery is old by then
+    shard.apply([(0, msg(B0, T0, [announce("sent", T0, **fields)])),
+                 (1, msg(D0, T0, [delivery("pending", T0, user_id="a"), delivery("delivered", T0),
+                                  delivery("failed", T0, retryable=False)]))])  # fmt: skip
+    shard.apply([(2, msg(D0, later, [delivery("delivered", later, user_id="b")]))])
+    messages = Sender(1).messages([(0, 3, shard.event_clock(), shard.signals)])
+    rules_seen = {row[1] for message in messages for row in message["d"]}
+    assert rules_seen == ({"region_failure_rate", "dead_letter_spike", "critical_unread",
+                           "pending_backlog", "tenant_quota"} if enabled else set())  # fmt: skip
+    assert bool(shard.backlog.entries) is enabled
+    rows, _ = shard.snapshot()
+    counts = sorted((r["window_start"], r["delivered"], r["failed"], r["pending"])
+                    for r in rows["broadcast_stats_1m"])  # fmt: skip
+    assert counts == [(T0 // 1000, 1, 1, 1), (later // 1000, 1, 0, 0)]

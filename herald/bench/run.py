@@ -82,7 +82,7 @@ def _bench(config: BenchConfig, bootstrap: str, work: Path, progress: Progress) 
     settings = Settings(kafka_bootstrap=bootstrap, data_dir=work / "herald")
     progress(f"generating {config.events} delivery events")
     load = bench_load(config.events)
-    asyncio.run(_produce(settings, load, progress))
+    asyncio.run(produce(settings, load, progress))
     samples = {"raw": config.events, "faust_naive": config.faust_sample,
                "quix": config.quix_sample}  # fmt: skip
     baselines: dict[str, BaselineResult] = {}
@@ -92,7 +92,7 @@ def _bench(config: BenchConfig, bootstrap: str, work: Path, progress: Progress) 
     progress("Herald end to end into ClickHouse")
     herald = HeraldProcess(settings.data_path, bootstrap).start()
     try:
-        events_per_s, cpu_s = _measure_herald(herald, len(load))
+        events_per_s, cpu_s = measure_herald(herald, len(load))
         progress(f"Herald: {events_per_s:,.0f} events/s; freshness at half that rate")
         freshness, escalations = _measure_freshness(settings, herald, events_per_s / 2, config)
     finally:
@@ -101,7 +101,7 @@ def _bench(config: BenchConfig, bootstrap: str, work: Path, progress: Progress) 
     return {**result, **_quantiles("escalation_freshness", escalations)}
 
 
-async def _produce(settings: Settings, load: list[SimEvent], progress: Progress) -> None:
+async def produce(settings: Settings, load: list[SimEvent], progress: Progress) -> None:
     await admin.ensure_topics(settings, admin.herald_topics(settings))
     await produce_events(settings, load, progress)
 
@@ -111,7 +111,7 @@ def _visible(herald: HeraldProcess, where: str = "") -> int:
     return int(rows[0]["n"] or 0)
 
 
-def _measure_herald(herald: HeraldProcess, total: int) -> tuple[float, float]:
+def measure_herald(herald: HeraldProcess, total: int) -> tuple[float, float]:
     """Events/s from the first visible rows to all of them, and CPU-s per million events."""
     start_count = wait_for(lambda: _visible(herald), 120, "the first rows", every_s=0.05)
     started, cpu_start = time.monotonic(), herald.cpu_seconds()

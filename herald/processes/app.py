@@ -76,6 +76,7 @@ class Pipeline(mode.Service):
             loops.append(IngestService(**common, loop=self.loop, beacon=self.beacon))
         if "shards" in parts:
             loops.append(ShardService(**common, loop=self.loop, beacon=self.beacon))
+        if "shards" in parts and self.settings.escalations.enabled:
             loops.append(TransitionPublisher(**common, loop=self.loop, beacon=self.beacon))
         if self.writer is not None:
             loops.append(SinkService(**common, writer=self.writer, loop=self.loop,
@@ -131,10 +132,15 @@ def topics_to_create(settings: Settings, role: str) -> dict[str, admin.TopicSpec
     before Faust starts, whose own creation races its first write (the agent then crashes
     with PartitionsMismatch, seen here)."""
     specs = admin.herald_topics(settings)
-    if "shards" in ROLES[role]:
+    if escalating(settings, role):
         name = escalate.changelog_topic(app_id(settings, role))
         specs[name] = admin.TopicSpec(settings.shards, {"cleanup.policy": "compact"})
     return specs
+
+
+def escalating(settings: Settings, role: str) -> bool:
+    """Whether this role runs the escalation agent (with the shards, unless switched off)."""
+    return "shards" in ROLES[role] and settings.escalations.enabled
 
 
 def create_app(settings: Settings, role: str) -> faust.App:
@@ -157,7 +163,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
     )
     pipeline = Pipeline(settings, role)
     app.service(pipeline)  # type: ignore[arg-type]  # Faust accepts instances too
-    if "shards" in ROLES[role]:
+    if escalating(settings, role):
         escalate.register(app, settings)
     _add_pages(app, pipeline)
     return app

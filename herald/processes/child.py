@@ -57,7 +57,8 @@ class HeraldProcess:
 
     @property
     def settings(self) -> Settings:
-        keys = {k[7:].lower(): v for k, v in self.env.items() if k.startswith("HERALD_")}
+        keys = {k[7:].lower(): _env_value(v) for k, v in self.env.items()
+                if k.startswith("HERALD_")}  # fmt: skip
         return Settings.model_validate(keys)
 
     def start(self) -> HeraldProcess:
@@ -109,6 +110,11 @@ class HeraldProcess:
 
     def log_tail(self, lines: int = 15) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _env_value(value: str) -> Any:
+    """A section given as JSON (HERALD_ESCALATIONS='{"enabled": false}') as the child reads it."""
+    return orjson.loads(value) if value.startswith(("{", "[")) else value
 
 
 def _tree_cpu(pid: int) -> float:

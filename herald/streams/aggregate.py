@@ -101,8 +101,9 @@ class ShardService(TransactionalLoop):
                 changes.append((shard.id, shard.store, change))
                 self.stats.add(**shard.take_counts())
             written = await changelog.send(self.txn, changes)
-            if snapshot:
+            if snapshot and self.settings.escalations.enabled:
                 written += await self._signals()
+            if snapshot:
                 written += await self._snapshots(list(self.shards.values()))
             return written
 

@@ -81,12 +81,16 @@ class Shard:
         self.retry_rate_per_s = retry_rate_per_s
         self._retry_budget, self._budget_at = retry_rate_per_s, time.monotonic()
         rules = escalations or Escalations()
+        self.escalating = rules.enabled
         # What the escalation agent learns from this shard, sent once a snapshot interval and
         # kept with the state until then (its input offsets are committed meanwhile).
         self.signals = Outgoing.from_state(store.meta(SIGNALS))
         self.backlog = Backlog(store, rules.pending_backlog.older_than_s)
-        self.quotas = frozenset(rules.tenant_quota.quotas)  # only their tenants are counted
-        self.critical = {key for key, state in self.lifecycles.items() if _critical(state)}
+        # Only these tenants are counted, and only these broadcasts watched for reads.
+        self.quotas = frozenset(rules.tenant_quota.quotas if self.escalating else ())
+        self.critical = {
+            key for key, state in self.lifecycles.items() if self.escalating and _critical(state)
+        }
         self._close_windows()
 
     # -- applying input -------------------------------------------------------------------
@@ -130,7 +134,7 @@ class Shard:
         self._table_watermark()
         self._fire_retries(change)
         clock = self.event_clock()
-        if clock is not None:
+        if clock is not None and self.escalating:
             self.backlog.fire(clock, change, self.signals)
         self._persist_touched(change)
         self.followups.persist(change)
@@ -189,7 +193,8 @@ class Shard:
             self._touched.add((b"a", key))
         if topic == DELIVERIES:
             self.followups.observe(ev, change)
-            self._delivery_signals(ev, change)
+            if self.escalating:
+                self._delivery_signals(ev, change)
         elif ev.type == "read":
             self._time_to_read(ev, (by_broadcast, by_region), change)
             if (tenant, ev.broadcast_id) in self.critical:
@@ -255,7 +260,7 @@ class Shard:
             state = self.lifecycles[key] = lifecycle.new(*key)
         lifecycle.apply(state, ev)
         self._touched.add((b"l", key))
-        if _critical(state):
+        if self.escalating and _critical(state):
             if key not in self.critical:
                 self.critical.add(key)
                 self._backfill_critical(key)

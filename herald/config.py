@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     dedup_horizon_s: int = Field(
         86400, gt=0, description="an event_id is remembered this long of event time (up to 2x)"
     )
+    reach: bool = Field(
+        True, description="exact distinct recipients per broadcast (one key per user in RocksDB)"
+    )
+    reach_horizon_s: int = Field(
+        7 * 86400, gt=0, description="a broadcast's recipients are remembered this long after"
+        " its last delivery or read (event time)",
+    )
     max_future_s: int = Field(
         900, gt=0, description="events further ahead of the wall clock are invalid"
     )

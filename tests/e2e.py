@@ -79,6 +79,21 @@ def by_minute(herald: Herald) -> dict[tuple[str, str, str], Counter[str]]:
     return {(r["tenant_id"], r["broadcast_id"], r["minute"]): _counters(r) for r in rows}
 
 
+def reach(herald: Herald) -> tuple[dict[tuple[str, str], tuple[int, int]],
+                                   dict[tuple[str, str, str], tuple[int, int]]]:  # fmt: skip
+    """Distinct recipients delivered and read per broadcast, and per broadcast and channel."""
+    per_broadcast = herald.query("SELECT tenant_id, broadcast_id, recipients_delivered AS d,"
+                                 " recipients_read AS r FROM broadcast_summary")  # fmt: skip
+    per_channel = herald.query("SELECT tenant_id, broadcast_id, channel, recipients_delivered"
+                               " AS d, recipients_read AS r FROM broadcast_channel_summary")
+    return (
+        {(r["tenant_id"], r["broadcast_id"]): (int(r["d"]), int(r["r"]))
+         for r in per_broadcast if int(r["d"]) or int(r["r"])},
+        {(r["tenant_id"], r["broadcast_id"], r["channel"]): (int(r["d"]), int(r["r"]))
+         for r in per_channel if int(r["d"]) or int(r["r"])},
+    )  # fmt: skip
+
+
 def _counters(row: dict[str, Any]) -> Counter[str]:
     return Counter({c: int(row[c]) for c in COUNTERS if int(row[c])})
 
@@ -96,6 +111,10 @@ def assert_exact(herald: Herald, totals: Totals, timeout_s: float = 120) -> None
     wait_for(lambda: by_broadcast(herald) == want, timeout_s, "broadcast_summary == totals")
     assert by_region(herald) == {k: Counter(+c) for k, c in totals.by_region.items()}
     assert by_minute(herald) == expected_minutes(totals)
+    assert reach(herald) == (
+        {k: v for k, v in totals.recipients().items() if any(v)},
+        {k: v for k, v in totals.channel_recipients().items() if any(v)},
+    )
     wait_for(
         lambda: (
             herald.query("SELECT count() AS n FROM invalid_events FINAL")[0]["n"] == totals.invalid

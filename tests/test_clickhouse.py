@@ -260,11 +260,15 @@ def test_replacing_keeps_the_highest_version(ch: Client) -> None:
 
 def test_summaries_sum_partials_over_shards_and_windows(ch: Client) -> None:
     tenant = "t-shards"
+    # Reach: 7 distinct users delivered (of the 10 user x channel deliveries), 3 read.
     partials = [
-        stats_row(tenant, shard=0, window=0, delivered=3, failed=1, read=2, queued=4),
-        stats_row(tenant, shard=1, window=0, delivered=5, failed=1, expired=2, queued=6),
-        stats_row(tenant, shard=1, window=1, delivered=2, read=1, queued=2),
-    ]
+        stats_row(tenant, shard=0, window=0, delivered=3, failed=1, read=2, queued=4,
+                  recipients_delivered=2, recipients_read=2),
+        stats_row(tenant, shard=1, window=0, delivered=5, failed=1, expired=2, queued=6,
+                  recipients_delivered=4),
+        stats_row(tenant, shard=1, window=1, delivered=2, read=1, queued=2,
+                  recipients_delivered=1, recipients_read=1),
+    ]  # fmt: skip
     insert(ch, "broadcast_stats_1m", [{**p, "broadcast_id": "b"} for p in partials])
     insert(ch, "region_stats_1m", [{**p, "region": "eu-west", "channel": "sse"} for p in partials])
     insert(ch, "broadcasts", [{"tenant_id": tenant, "broadcast_id": "b", "target_count": 20}])
@@ -273,10 +277,12 @@ def test_summaries_sum_partials_over_shards_and_windows(ch: Client) -> None:
     r = one(ch, "SELECT * FROM region_summary WHERE tenant_id = {t:String}", t=tenant)
     for summary in (b, r):
         assert (summary["queued"], summary["delivered"], summary["failed"]) == (12, 10, 2)
-        assert summary["read_rate"] == pytest.approx(3 / 10)
+        assert (summary["recipients_delivered"], summary["recipients_read"]) == (7, 3)
         assert summary["failure_rate"] == pytest.approx(2 / 12)
-    assert b["delivery_rate"] == pytest.approx(10 / 20)
-    assert r["delivery_rate"] == pytest.approx(10 / (10 + 2 + 2))
+    assert b["delivery_rate"] == pytest.approx(7 / 20)  # users reached / users targeted
+    assert b["read_rate"] == pytest.approx(3 / 7)
+    assert r["delivery_rate"] == pytest.approx(10 / (10 + 2 + 2))  # a region has no target
+    assert r["read_rate"] == pytest.approx(3 / 10)
     assert (r["region"], r["channel"]) == ("eu-west", "sse")
 
 

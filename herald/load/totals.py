@@ -65,6 +65,8 @@ class Totals:
     region_latency: dict[RegionMinute, Histogram] = field(default_factory=dict)
     region_time_to_read: dict[RegionMinute, Histogram] = field(default_factory=dict)
     lifecycles: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # (tenant, broadcast, channel) -> "delivered" / "read" -> the users (SPEC §6 reach)
+    reach: dict[tuple[str, str, str], dict[str, set[str]]] = field(default_factory=dict)
     valid: int = 0  # distinct (tenant_id, event_id)
     duplicates: int = 0  # valid messages beyond the first of their (tenant_id, event_id)
     late_dropped: int = 0  # distinct valid events whose window had closed when they came
@@ -75,6 +77,19 @@ class Totals:
     def is_final(self, minute: datetime, watermark_ms: int) -> bool:
         """A window is final once the table watermark passed its end plus grace."""
         return epoch_ms(minute + WINDOW) + self.grace_s * 1000 <= watermark_ms
+
+    def recipients(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(tenant, broadcast) -> distinct users delivered and read, on any channel."""
+        users: dict[tuple[str, str], dict[str, set[str]]] = {}
+        for (tenant, broadcast, _), by_kind in self.reach.items():
+            into = users.setdefault((tenant, broadcast), {"delivered": set(), "read": set()})
+            for kind, who in by_kind.items():
+                into[kind] |= who
+        return {key: (len(u["delivered"]), len(u["read"])) for key, u in users.items()}
+
+    def channel_recipients(self) -> dict[tuple[str, str, str], tuple[int, int]]:
+        """(tenant, broadcast, channel) -> distinct users delivered and read on it."""
+        return {k: (len(u["delivered"]), len(u["read"])) for k, u in self.reach.items()}
 
     def grand_total(self) -> Counters:
         """All counters summed over every broadcast."""
@@ -170,6 +185,10 @@ def _count(totals: Totals, event: dict[str, Any]) -> None:
         totals.by_region_minute.setdefault((tenant, region, channel, minute), Counter()),
     ):
         counters.update(_counter_names(event))
+    if event["type"] in ("delivered", "read"):
+        users = totals.reach.setdefault((tenant, broadcast, channel or ""),
+                                        {"delivered": set(), "read": set()})  # fmt: skip
+        users[event["type"]].add(event["user_id"])
 
 
 def _histograms(totals: Totals, events: list[dict[str, Any]]) -> None:

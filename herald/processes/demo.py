@@ -29,10 +29,12 @@ LIVE_SQL = (
     " FROM broadcast_summary"
 )
 SUMMARY_SQL = """
-SELECT tenant_id AS tenant, count() AS broadcasts, sum(delivered) AS n_delivered,
-       sum(failed) AS n_failed, sum(dead_lettered) AS dead_letters, sum(read) AS n_read,
-       round(n_delivered / nullIf(sum(target_count), 0), 3) AS delivery_rate,
-       round(n_read / nullIf(n_delivered, 0), 3) AS read_rate,
+SELECT tenant_id AS tenant, count() AS broadcasts, sum(target_count) AS targeted,
+       sum(recipients_delivered) AS reached, sum(recipients_read) AS readers,
+       sum(delivered) AS n_delivered, sum(failed) AS n_failed,
+       sum(dead_lettered) AS dead_letters,
+       round(reached / nullIf(targeted, 0), 3) AS delivery_rate,
+       round(readers / nullIf(reached, 0), 3) AS read_rate,
        round(quantileExact(0.5)(delivery_latency_p95_ms)) AS p95_latency_ms_median,
        round(quantileExact(0.5)(time_to_read_p50_s), 1) AS time_to_read_p50_s
 FROM broadcast_summary GROUP BY tenant_id ORDER BY tenant_id

@@ -65,7 +65,8 @@ class ShardService(TransactionalLoop):
         settings = self.settings
         return Shard(partition, store, settings.grace_s, settings.retry,
                      settings.dedup_horizon_s, settings.retry_rate_per_s,
-                     settings.escalations)  # fmt: skip
+                     settings.escalations,
+                     settings.reach_horizon_s if settings.reach else None)  # fmt: skip
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         leaving = [self.shards[tp.partition] for tp in revoked if tp.partition in self.shards]

@@ -21,6 +21,7 @@ from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 from herald.tables import aggregates, lifecycle, retries
 from herald.tables.backlog import Backlog
 from herald.tables.dedup import GENERATIONS, Generations, identity
+from herald.tables.reach import Recipients
 from herald.tables.retries import FollowupTable
 from herald.tables.signals import Outgoing
 from herald.tables.store import OFFSET, WATERMARKS, Change, ShardStore
@@ -48,6 +49,7 @@ class Shard:
         dedup_horizon_s: int = 86_400,
         retry_rate_per_s: float = 2000,
         escalations: Escalations | None = None,
+        reach_horizon_s: int | None = 7 * 86_400,
     ) -> None:
         self.id = shard_id
         self.store = store
@@ -57,15 +59,11 @@ class Shard:
         self.watermarks = Watermarks((DELIVERIES, ACKS), store.meta(WATERMARKS) or {})
         self.table_watermark: int | None = store.meta(TABLE_WATERMARK)
         self.dedup = Generations(dedup_horizon_s * 1000, store.meta(GENERATIONS))
-        self.aggs: dict[Key, aggregates.Aggregate] = {
-            tuple(orjson.loads(k[1:])): v for k, v in store.scan(b"a")
-        }
-        self.lifecycles: dict[Key, dict[str, Any]] = {
-            tuple(orjson.loads(k[1:])): v for k, v in store.scan(b"l")
-        }
-        self.unread: dict[Key, list[list[Any]]] = {
-            tuple(orjson.loads(k[1:])): v for k, v in store.scan(b"p")
-        }
+        self.aggs = {key: aggregates.upgrade(agg) for key, agg in store.load(b"a").items()}
+        # None: distinct recipients switched off (HERALD_REACH=false).
+        self.reach = None if reach_horizon_s is None else Recipients(store, reach_horizon_s)
+        self.lifecycles: dict[Key, dict[str, Any]] = store.load(b"l")
+        self.unread: dict[Key, list[list[Any]]] = store.load(b"p")
         self.dirty: set[bytes] = {k[1:] for k, _ in store.scan(b"x")}
         self.windows: dict[int, set[Key]] = defaultdict(set)
         for key in self.aggs:
@@ -106,6 +104,7 @@ class Shard:
         self._roll_dedup(change, events)
         ids = [identity(ev.tenant_id, ev.event_id) for ev in events]
         seen = self._seen(ids)
+        reach = self.reach.keys(events) if self.reach else [None] * len(events)
         fresh = self.dedup.current() if events else b""
         new_ids: set[bytes] = set()
         position = 0
@@ -127,7 +126,7 @@ class Shard:
                     change.put(fresh + event_id, offset)
                     if ev.tenant_id in self.quotas:
                         self.signals.add(("tenant_quota", ev.tenant_id), ev.ts, 1)
-                    self._count(ev, watermark, change)
+                    self._count(ev, watermark, change, reach[position])
                     self.watermarks.advance(source, ev.ts)
                 position += 1
         self.counts["events_in"] += len(events)
@@ -138,6 +137,8 @@ class Shard:
             self.backlog.fire(clock, change, self.signals)
         self._persist_touched(change)
         self.followups.persist(change)
+        if self.reach:
+            self.reach.persist(change, self.table_watermark)
         self._close_windows()
         if self.signals:
             change.put(SIGNALS, self.signals.to_state())
@@ -163,7 +164,7 @@ class Shard:
     def _seen(self, ids: list[bytes]) -> list[bool]:
         """Whether each (tenant, event id) was seen in a live generation: one multi-get."""
         prefixes = self.dedup.prefixes()
-        found = self.store.first_seen([p + event_id for p in prefixes for event_id in ids])
+        found = self.store.get_many([p + event_id for p in prefixes for event_id in ids])
         if len(prefixes) == 1:
             return [value is not None for value in found]
         n = len(ids)
@@ -176,7 +177,8 @@ class Shard:
             self.table_watermark = current
         return self.table_watermark
 
-    def _count(self, ev: Event, watermark: int | None, change: Change) -> None:
+    def _count(self, ev: Event, watermark: int | None, change: Change,
+               reach_key: bytes | None) -> None:  # fmt: skip
         topic = ev.topic
         if topic == BROADCASTS:
             self._apply_lifecycle(ev, change)
@@ -191,6 +193,8 @@ class Shard:
         for key in (by_broadcast, by_region):
             aggregates.apply(self._agg(key), ev, self.retry)
             self._touched.add((b"a", key))
+        if reach_key is not None:
+            self._reach(ev, reach_key, by_broadcast, by_region)
         if topic == DELIVERIES:
             self.followups.observe(ev, change)
             if self.escalating:
@@ -199,6 +203,14 @@ class Shard:
             self._time_to_read(ev, (by_broadcast, by_region), change)
             if (tenant, ev.broadcast_id) in self.critical:
                 self.signals.add(("critical_unread", tenant, ev.broadcast_id), ev.ts, 0, 1)
+
+    def _reach(self, ev: Event, key: bytes, by_broadcast: Key, by_region: Key) -> None:
+        """A delivery or read: a new recipient of the broadcast, of its channel, or neither."""
+        assert self.reach is not None
+        first, on_channel = self.reach.mark(ev, key)
+        if on_channel:
+            aggregates.add_recipient(self.aggs[by_broadcast], ev.type, ev.channel or "", first)
+            aggregates.add_recipient(self.aggs[by_region], ev.type, None, True)
 
     def _delivery_signals(self, ev: Event, change: Change) -> None:
         """The counts escalation rules read: region failures, dead letters, the backlog."""
@@ -336,7 +348,7 @@ class Shard:
         return [m for m in map(retries.fact_message, facts) if m is not None]
 
     def _stats_row(self, key: Key) -> tuple[dict[str, Any], str]:
-        row = aggregates.to_row(self.aggs[key])
+        row = aggregates.to_row(self.aggs[key], by_channel=key[0] == "b")
         row["tenant_id"] = key[1]
         row["window_start"] = key[-1] // 1000
         row["shard"] = self.id

@@ -1,7 +1,9 @@
 """Window aggregates: the counters and histograms of SPEC §6, and how one event changes them.
 
 An aggregate is a plain list (cheap to create, update and serialise on the hot path):
-13 counters in COUNTERS order, then the delivery-latency and time-to-read histograms.
+13 counters in COUNTERS order, the delivery-latency and time-to-read histograms, then the
+distinct recipients first delivered and first read in the window (tables/reach.py) and, for
+a broadcast's windows, the same per channel.
 """
 
 from __future__ import annotations
@@ -20,12 +22,32 @@ LATENCY = len(COUNTERS)
 TIME_TO_READ = LATENCY + 1
 RETRIES = INDEX["retries_scheduled"]
 DEAD_LETTERED = INDEX["dead_lettered"]
+# Appended after the histograms: an aggregate stored before reach existed is a prefix.
+RECIPIENTS = {"delivered": TIME_TO_READ + 1, "read": TIME_TO_READ + 2}
+BY_CHANNEL = {"delivered": TIME_TO_READ + 3, "read": TIME_TO_READ + 4}
 
 Aggregate = list[Any]
 
 
 def new() -> Aggregate:
-    return [0] * len(COUNTERS) + [{}, {}]
+    return [0] * len(COUNTERS) + [{}, {}, 0, 0, {}, {}]
+
+
+def upgrade(agg: Aggregate) -> Aggregate:
+    """An aggregate as stored by an earlier version, completed to today's layout."""
+    if len(agg) <= BY_CHANNEL["read"]:
+        agg.extend(new()[len(agg) :])
+    return agg
+
+
+def add_recipient(agg: Aggregate, kind: str, channel: str | None, first: bool) -> None:
+    """A user reached (delivered or read) on `channel` for the first time; `first`: on any
+    channel. `channel` None: an aggregate that already is per channel (a region's)."""
+    if first:
+        agg[RECIPIENTS[kind]] += 1
+    if channel is not None:
+        counts = agg[BY_CHANNEL[kind]]
+        counts[channel] = counts.get(channel, 0) + 1
 
 
 def retry_outcome(event: Event, policies: dict[str, RetryPolicy]) -> int:
@@ -50,8 +72,12 @@ def add_time_to_read(agg: Aggregate, ms: float) -> None:
     histogram.add(agg[TIME_TO_READ], ms)
 
 
-def to_row(agg: Aggregate) -> dict[str, Any]:
+def to_row(agg: Aggregate, by_channel: bool = False) -> dict[str, Any]:
     row: dict[str, Any] = dict(zip(COUNTERS, agg, strict=False))
     row["delivery_latency_hist"] = agg[LATENCY]
     row["time_to_read_hist"] = agg[TIME_TO_READ]
+    for kind, index in RECIPIENTS.items():
+        row[f"recipients_{kind}"] = agg[index]
+        if by_channel:
+            row[f"channel_recipients_{kind}"] = agg[BY_CHANNEL[kind]]
     return row

@@ -31,9 +31,7 @@ class Backlog:
 
     def __init__(self, store: ShardStore, older_than_s: int) -> None:
         self.older_ms = older_than_s * 1000
-        self.entries: dict[Recipient, list[Any]] = {
-            tuple(orjson.loads(k[1:])): v for k, v in store.scan(PENDING)
-        }
+        self.entries: dict[Recipient, list[Any]] = store.load(PENDING)
         self.timers = [(v[0] + self.older_ms, k) for k, v in self.entries.items() if not v[2]]
         heapq.heapify(self.timers)
 

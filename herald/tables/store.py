@@ -11,6 +11,7 @@ Keys are UTF-8 text with a one-letter prefix per kind, values JSON:
   x<a or l key>           changed, not yet published to ClickHouse
   d<generation hex><tenant>\\0<event id>   an event id seen, with the input offset it was seen
                           at (tables/dedup.py: generations expire by one range delete)
+  r<broadcast prefix><user>  channels a recipient was delivered / read on (tables/reach.py)
 """
 
 from __future__ import annotations
@@ -106,8 +107,12 @@ class ShardStore:
                 break
             yield key, orjson.loads(value)
 
-    def first_seen(self, keys: list[bytes]) -> list[bytes | None]:
-        """The stored values (input offsets) of dedup keys, in one multi-get."""
+    def load(self, prefix: bytes) -> dict[tuple[Any, ...], Any]:
+        """Every value under `prefix` whose key is `prefix` + a JSON array, by that array."""
+        return {tuple(orjson.loads(key[1:])): value for key, value in self.scan(prefix)}
+
+    def get_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """The stored values of `keys` (None where absent), in one multi-get."""
         if not keys:
             return []
         return cast(list[bytes | None], self._db[list[Any](keys)])

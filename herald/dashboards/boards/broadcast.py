@@ -39,7 +39,8 @@ BROADCAST_DRILLDOWN = Dashboard(
             "Broadcast",
             "table",
             "SELECT broadcast_id, title, status, priority, arrayStringConcat(channels, ', ')"
-            " AS channels, target_count, delivered, read, round(delivery_rate, 4)"
+            " AS channels, target_count, recipients_delivered, recipients_read, delivered, read,"
+            " round(delivery_rate, 4)"
             " AS delivery_rate, round(read_rate, 4) AS read_rate,"
             " round(failure_rate, 4) AS failure_rate, sent_at, completed_at"
             f" FROM broadcast_summary WHERE {TENANT} AND {BROADCAST}"
@@ -57,6 +58,16 @@ BROADCAST_DRILLDOWN = Dashboard(
             " countIf(type = 'read') AS read"
             f" {_RAW} AND channel != '' GROUP BY channel ORDER BY channel",
             options={"xField": "channel"},
+        ),
+        Panel(
+            "Reach by channel",
+            "barchart",
+            "SELECT channel, sum(recipients_delivered) AS recipients_delivered,"
+            " sum(recipients_read) AS recipients_read FROM broadcast_channel_summary"
+            f" WHERE {TENANT} AND {BROADCAST} GROUP BY channel ORDER BY channel",
+            options={"xField": "channel"},
+            description="Distinct users delivered and read on each channel over the"
+            " broadcasts' lifetime, exact (view broadcast_channel_summary).",
         ),
         Panel(
             "Delivered and read per minute",

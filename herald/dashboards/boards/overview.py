@@ -82,8 +82,9 @@ OVERVIEW = Dashboard(
         Panel(
             "Broadcasts active in the time range",
             "table",
-            "SELECT tenant_id, broadcast_id, title, priority, status, target_count, delivered,"
-            " read, failed, round(delivery_rate, 4) AS delivery_rate,"
+            "SELECT tenant_id, broadcast_id, title, priority, status, target_count,"
+            " recipients_delivered, recipients_read, delivered, read, failed,"
+            " round(delivery_rate, 4) AS delivery_rate,"
             " round(read_rate, 4) AS read_rate, round(failure_rate, 4) AS failure_rate,"
             " round(delivery_latency_p95_ms) AS latency_p95_ms, sent_at"
             f" FROM broadcast_summary WHERE {TENANT} AND {_ACTIVE}"

@@ -18,12 +18,14 @@ import re
 
 from clickhouse_connect.driver import Client
 
-from herald.sinks.migrations import base
+from herald.sinks.migrations import base, reach
 from herald.sinks.migrations.step import Migration
 
 log = logging.getLogger(__name__)
 # One module per feature that changed the schema; versions are unique and increasing.
-MIGRATIONS: tuple[Migration, ...] = tuple(sorted(base.STEPS, key=lambda m: m.version))
+MIGRATIONS: tuple[Migration, ...] = tuple(
+    sorted(base.STEPS + reach.STEPS, key=lambda m: m.version)
+)
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -11,7 +11,7 @@ from herald.sinks.migrations.step import Migration
 
 # Frozen fragments shared by the two windowed stats tables and by their two summary views.
 _COUNTER_COLUMNS = ",\n".join(f"    {c} UInt64" for c in COUNTERS)
-_COUNTER_SUMS = ",\n".join(f"        sum({c}) AS {c}" for c in COUNTERS)
+COUNTER_SUMS = ",\n".join(f"        sum({c}) AS {c}" for c in COUNTERS)
 _STATS_TAIL = """
     delivery_latency_hist Map(UInt16, UInt64) COMMENT 'delivery latency, ms, log2 buckets x8',
     time_to_read_hist Map(UInt16, UInt64) COMMENT 'read ack - sent, ms, log2 buckets x8',
@@ -19,7 +19,7 @@ _STATS_TAIL = """
     version UInt64,
     updated_at DateTime64(3, 'UTC') DEFAULT now64(3)"""
 # Per-key histogram percentiles (bucket indexes), and how much each histogram holds.
-_HIST_QUANTILES = """
+HIST_QUANTILES = """
         quantilesExactWeightedArray(0.5, 0.95, 0.99)(
             mapKeys(delivery_latency_hist), mapValues(delivery_latency_hist)) AS latency_q,
         sum(arraySum(mapValues(delivery_latency_hist))) AS latency_n,
@@ -28,13 +28,13 @@ _HIST_QUANTILES = """
         sum(arraySum(mapValues(time_to_read_hist))) AS read_n,
         max(updated_at) AS stats_updated_at"""
 # A bucket index back to milliseconds (its geometric middle), NULL for an empty histogram.
-_PERCENTILES = """
+PERCENTILES = """
     if(latency_n = 0, NULL, pow(2, (latency_q[1] + 0.5) / 8)) AS delivery_latency_p50_ms,
     if(latency_n = 0, NULL, pow(2, (latency_q[2] + 0.5) / 8)) AS delivery_latency_p95_ms,
     if(latency_n = 0, NULL, pow(2, (latency_q[3] + 0.5) / 8)) AS delivery_latency_p99_ms,
     if(read_n = 0, NULL, pow(2, (read_q[1] + 0.5) / 8) / 1000) AS time_to_read_p50_s,
     if(read_n = 0, NULL, pow(2, (read_q[2] + 0.5) / 8) / 1000) AS time_to_read_p95_s"""
-_COUNTER_NAMES = ", ".join(COUNTERS)
+COUNTER_NAMES = ", ".join(COUNTERS)
 
 STEPS: tuple[Migration, ...] = (
     Migration(
@@ -212,17 +212,17 @@ WITH stats AS (
     SELECT
         tenant_id,
         broadcast_id,
-{_COUNTER_SUMS},{_HIST_QUANTILES}
+{COUNTER_SUMS},{HIST_QUANTILES}
     FROM broadcast_stats_1m FINAL
     GROUP BY tenant_id, broadcast_id
 )
 SELECT
     tenant_id,
     broadcast_id,
-    {_COUNTER_NAMES},
+    {COUNTER_NAMES},
     delivered / nullIf(target_count, 0) AS delivery_rate,
     read / nullIf(delivered, 0) AS read_rate,
-    failed / nullIf(delivered + failed, 0) AS failure_rate,{_PERCENTILES},
+    failed / nullIf(delivered + failed, 0) AS failure_rate,{PERCENTILES},
     status, priority, channels, target_count, targeting_mode, segment, content_format,
     language, ack_deadline_s, expires_at, created_at, scheduled_at, sent_at, completed_at,
     cancelled_at, title,
@@ -241,17 +241,17 @@ SELECT
     tenant_id,
     region,
     channel,
-    {_COUNTER_NAMES},
+    {COUNTER_NAMES},
     delivered / nullIf(delivered + failed + expired, 0) AS delivery_rate,
     read / nullIf(delivered, 0) AS read_rate,
-    failed / nullIf(delivered + failed, 0) AS failure_rate,{_PERCENTILES},
+    failed / nullIf(delivered + failed, 0) AS failure_rate,{PERCENTILES},
     stats_updated_at AS updated_at
 FROM (
     SELECT
         tenant_id,
         region,
         channel,
-{_COUNTER_SUMS},{_HIST_QUANTILES}
+{COUNTER_SUMS},{HIST_QUANTILES}
     FROM region_stats_1m FINAL
     GROUP BY tenant_id, region, channel
 )

@@ -8,6 +8,7 @@ of 20 000 records costs one call into this loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Sequence
@@ -133,6 +134,11 @@ class TransactionalLoop(LoopService):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._txn: AIOKafkaProducer | None = None
+        # Held by the poll's transaction and by revocation: aiokafka runs the rebalance
+        # listener in its coordinator task, concurrently with the poll, and a revocation that
+        # publishes or closes state must wait for the open transaction (seen under load:
+        # "Invalid state transition IN_TRANSACTION -> IN_TRANSACTION", then a crash).
+        self.busy = asyncio.Lock()
 
     @property
     def txn(self) -> AIOKafkaProducer:

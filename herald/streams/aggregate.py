@@ -68,11 +68,12 @@ class ShardService(TransactionalLoop):
                      settings.escalations)  # fmt: skip
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        leaving = [self.shards[tp.partition] for tp in revoked if tp.partition in self.shards]
-        await self._last_transaction(leaving)
-        for shard in leaving:
-            del self.shards[shard.id]
-            shard.store.close()
+        async with self.busy:
+            leaving = [self.shards[tp.partition] for tp in revoked if tp.partition in self.shards]
+            await self._last_transaction(leaving)
+            for shard in leaving:
+                del self.shards[shard.id]
+                shard.store.close()
 
     async def rewind(self) -> None:
         """After a failed transaction: the shards again as their stores hold them (the last
@@ -107,7 +108,8 @@ class ShardService(TransactionalLoop):
                 written += await self._snapshots(list(self.shards.values()))
             return written
 
-        await self._transact(sends)
+        async with self.busy:
+            await self._transact(sends)
         if snapshot:
             self.stats.set_lag(self._lag())
             # Committed offsets are only for lag monitoring: the stores hold the positions.
@@ -182,7 +184,8 @@ class ShardService(TransactionalLoop):
 
     async def on_stop(self) -> None:
         if self._txn is not None:
-            await self._last_transaction(list(self.shards.values()))
+            async with self.busy:
+                await self._last_transaction(list(self.shards.values()))
         for shard in self.shards.values():
             shard.store.close()
         self.shards.clear()

@@ -50,10 +50,11 @@ class TransitionPublisher(TransactionalLoop):
         await self.rewind()
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        for tp in revoked:
-            store = self.stores.pop(tp.partition, None)
-            if store is not None:
-                store.close()
+        async with self.busy:  # the poll's transaction may be writing these stores
+            for tp in revoked:
+                store = self.stores.pop(tp.partition, None)
+                if store is not None:
+                    store.close()
 
     async def rewind(self) -> None:
         """Resume each partition after the last transition recorded as published."""
@@ -68,7 +69,7 @@ class TransitionPublisher(TransactionalLoop):
         fresh = {tp: new for tp, records in batches.items() if (new := self._unseen(tp, records))}
         if not fresh:
             return
-        async with self.txn.transaction():
+        async with self.busy, self.txn.transaction():
             changes = []
             for tp, (transitions, change) in fresh.items():
                 for t in transitions:

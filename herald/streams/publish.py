@@ -26,7 +26,7 @@ from herald.model.event import rfc3339
 from herald.streams import changelog
 from herald.streams.aggregate import pack_rows
 from herald.tables.store import OFFSET, Change, ShardStore
-from herald.telemetry import failpoints
+from herald.telemetry import failpoints, metrics
 
 SENT = b"s"  # s<escalation id>|<state>|<level> -> occurred ms: published
 
@@ -81,6 +81,9 @@ class TransitionPublisher(TransactionalLoop):
             written = await changelog.send(self.txn, changes, topics.PUBLISHED)
             failpoints.hit("transitions-published")  # in the transaction, not committed
         changelog.write_local(written)
+        for transitions, _ in fresh.values():  # counted once committed
+            for t in transitions:
+                self.meter.count(metrics.TRANSITIONS, 1, t["rule"], t["state"])
 
     def _unseen(self, tp: TopicPartition, records: list[ConsumerRecord]
                 ) -> tuple[list[dict[str, Any]], Change] | None:  # fmt: skip

@@ -97,6 +97,7 @@ class LoopService(mode.Service):
             await self.consumer.commit(offsets)
 
     async def on_start(self) -> None:
+        self.meter.count(metrics.KAFKA_ERRORS, 0, self.group)  # a series from the start
         self._consumer = clients.consumer(
             self.settings, self.group, self.topics(), _Listener(self), self.fetch_wait_ms
         )

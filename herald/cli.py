@@ -149,6 +149,18 @@ def escalations(ctx: click.Context, history: bool, tenant: str | None) -> None:
     click.echo(run_query(_settings(ctx), escalations_sql(history, tenant)), nl=False)
 
 
+@main.command()
+@click.option("--url", "urls", multiple=True, metavar="HOST:PORT",
+              help="a worker's or sink's web port (repeat; default: 127.0.0.1:HERALD_WEB_PORT)")
+@click.pass_context
+@one_line_errors
+def status(ctx: click.Context, urls: tuple[str, ...]) -> None:
+    """One screen: processes and roles, lag per stage, rates, open escalations, last errors."""
+    from herald.processes.status import status as show_status
+
+    click.echo(show_status(_settings(ctx), list(urls)))
+
+
 # -- stream processing -----------------------------------------------------------------------
 
 

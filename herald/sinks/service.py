@@ -106,6 +106,10 @@ class SinkService(LoopService):
         super().__init__(*args, **kwargs)
         self.writer = writer
 
+    async def on_start(self) -> None:
+        self.meter.count(metrics.SINK_FAILURES, 0)  # a series from the start, for rate()
+        await super().on_start()
+
     def topics(self) -> Sequence[str]:
         raw = (topics.EVENTS,) if self.settings.raw_events else ()
         return (topics.AGGREGATES, topics.INVALID, *raw)

@@ -236,6 +236,10 @@ class IngestService(LoopService):
                 key = source_id(tp.topic, tp.partition).encode()
                 sends.append(await self.producer.send(topics.INVALID, orjson.dumps(doc), key=key))
                 self.meter.count(metrics.INVALID, 1, tp.topic, reason(doc["error"]))
+            if invalid:  # one line per partition and batch, however many: the log stays short
+                log.warning("ingest: %d invalid in %s/%s (first at offset %s: %s)", len(invalid),
+                            tp.topic, tp.partition, invalid[0]["source_offset"],
+                            invalid[0]["error"][:200])  # fmt: skip
             self.stats.add(events_in=len(records), invalid=len(invalid))
             self.meter.count(metrics.EVENTS_IN, len(records), tp.topic)
         return sends

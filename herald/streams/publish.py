@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from herald.config import Escalations
 from herald.kafka.loop import TransactionalLoop
 from herald.model import topics
 from herald.model.event import rfc3339
@@ -29,6 +30,7 @@ from herald.tables.store import OFFSET, Change, ShardStore
 from herald.telemetry import failpoints, metrics
 
 SENT = b"s"  # s<escalation id>|<state>|<level> -> occurred ms: published
+STATES = ("open", "escalate", "resolve")  # SPEC §5
 
 
 class TransitionPublisher(TransactionalLoop):
@@ -40,6 +42,12 @@ class TransitionPublisher(TransactionalLoop):
 
     def topics(self) -> Sequence[str]:
         return (topics.TRANSITIONS,)
+
+    async def on_start(self) -> None:
+        for rule in Escalations.model_fields:  # every series from 0: increase() sees the first
+            for state in STATES:
+                self.meter.count(metrics.TRANSITIONS, 0, rule, state)
+        await super().on_start()
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in sorted(assigned):

@@ -136,12 +136,12 @@ class LoopService(mode.Service):
     ) -> None:
         """Once per batch, never per record: its size, time, and each partition's lag (to the
         position, not the last record: transaction markers take offsets too)."""
-        records = 0
+        records, assigned = 0, self.consumer.assignment()
         for tp, batch in batches.items():
             if batch:
                 records += len(batch)
                 highwater = self.consumer.highwater(tp)
-                if highwater is not None and tp in self.consumer.assignment():
+                if highwater is not None and tp in assigned:
                     lag = highwater - await self.consumer.position(tp)
                     self.meter.set(metrics.LAG, lag, self.group, tp.topic, str(tp.partition))
         if records:

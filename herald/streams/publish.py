@@ -20,15 +20,17 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from herald.config import Escalations
 from herald.kafka.loop import TransactionalLoop
 from herald.model import topics
 from herald.model.event import rfc3339
 from herald.streams import changelog
 from herald.streams.aggregate import pack_rows
 from herald.tables.store import OFFSET, Change, ShardStore
-from herald.telemetry import failpoints
+from herald.telemetry import failpoints, metrics
 
 SENT = b"s"  # s<escalation id>|<state>|<level> -> occurred ms: published
+STATES = ("open", "escalate", "resolve")  # SPEC §5
 
 
 class TransitionPublisher(TransactionalLoop):
@@ -40,6 +42,12 @@ class TransitionPublisher(TransactionalLoop):
 
     def topics(self) -> Sequence[str]:
         return (topics.TRANSITIONS,)
+
+    async def on_start(self) -> None:
+        for rule in Escalations.model_fields:  # every series from 0: increase() sees the first
+            for state in STATES:
+                self.meter.count(metrics.TRANSITIONS, 0, rule, state)
+        await super().on_start()
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in sorted(assigned):
@@ -82,6 +90,9 @@ class TransitionPublisher(TransactionalLoop):
             written = await changelog.send(self.txn, changes, topics.PUBLISHED)
             failpoints.hit("transitions-published")  # in the transaction, not committed
         changelog.write_local(written)
+        for transitions, _ in fresh.values():  # counted once committed
+            for t in transitions:
+                self.meter.count(metrics.TRANSITIONS, 1, t["rule"], t["state"])
 
     def _unseen(self, tp: TopicPartition, records: list[ConsumerRecord]
                 ) -> tuple[list[dict[str, Any]], Change] | None:  # fmt: skip

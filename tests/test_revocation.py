@@ -20,6 +20,7 @@ from herald.model import topics
 from herald.model.packing import pack
 from herald.streams.aggregate import ShardService
 from herald.tables.store import ShardStore
+from herald.telemetry.metrics import Meter
 from herald.telemetry.stats import PipelineStats
 from tests.test_shard import T0, delivery
 
@@ -34,7 +35,8 @@ async def _revoke_during_a_transaction(bootstrap: str, tmp_path: Path) -> None:
     await admin.ensure_topics(settings, admin.herald_topics(settings))
     producer = clients.producer(settings)
     await producer.start()
-    service = ShardService(settings=settings, producer=producer, stats=PipelineStats("test"))
+    service = ShardService(settings=settings, producer=producer, stats=PipelineStats("test"),
+                           meter=Meter("test", enabled=False))  # fmt: skip
     await service.on_start()  # its producer and consumer, without the poll task
     try:
         shard = service.shards[0] = service._open(0, ShardStore(tmp_path / "shard-0"))
@@ -43,7 +45,7 @@ async def _revoke_during_a_transaction(bootstrap: str, tmp_path: Path) -> None:
         # transaction's first send.
         await asyncio.gather(service.process({}),
                              service.on_revoked({TopicPartition(topics.EVENTS, 0)}))  # fmt: skip
-        assert service.shards == {}
+        assert 0 not in service.shards  # (the group may have assigned it others meanwhile)
     finally:
         await service.on_stop()
         await producer.stop()

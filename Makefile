@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench browser
+.PHONY: install demo test lint bench browser prometheus
 
 install: $(STAMP)
 
@@ -24,7 +24,14 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "chromium or chromedriver not installed: the report's browser test will be skipped"; }
 
-test: install browser
+# Prometheus and promtool for the scrape, PromQL panel and alert-rule tests (Debian's
+# prometheus package ships both; without apt the tests are skipped and say why).
+prometheus:
+	@{ command -v prometheus && command -v promtool; } >/dev/null || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq prometheus >/dev/null) || \
+	  echo "prometheus or promtool not installed: the Prometheus tests will be skipped"; }
+
+test: install browser prometheus
 	$(PY) -m ruff check herald tests
 	$(PY) -m mypy herald
 	$(VENV)/bin/lint-imports

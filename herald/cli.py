@@ -149,6 +149,18 @@ def escalations(ctx: click.Context, history: bool, tenant: str | None) -> None:
     click.echo(run_query(_settings(ctx), escalations_sql(history, tenant)), nl=False)
 
 
+@main.command()
+@click.option("--url", "urls", multiple=True, metavar="HOST:PORT",
+              help="a worker's or sink's web port (repeat; default: 127.0.0.1:HERALD_WEB_PORT)")
+@click.pass_context
+@one_line_errors
+def status(ctx: click.Context, urls: tuple[str, ...]) -> None:
+    """One screen: processes and roles, lag per stage, rates, open escalations, last errors."""
+    from herald.processes.status import status as show_status
+
+    click.echo(show_status(_settings(ctx), list(urls)))
+
+
 # -- stream processing -----------------------------------------------------------------------
 
 
@@ -259,7 +271,7 @@ def schema_export(out: Path | None) -> None:
 @click.option("--events", default=1_000_000, show_default=True, help="size of the fixed load")
 @click.option("--freshness-seconds", default=20.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-@click.option("--ab", type=click.Choice(["escalations"]), default=None,
+@click.option("--ab", type=click.Choice(["escalations", "metrics"]), default=None,
               help="only an A/B: Herald with FEATURE against Herald without it")  # fmt: skip
 @click.option("--pairs", default=2, show_default=True, help="A/B: runs of each arm")
 @one_line_errors

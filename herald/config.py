@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -171,7 +171,16 @@ class Settings(BaseSettings):
     ingest_processes: int | None = Field(
         None, description="`herald run`: ingest child processes (default: 1 with 2+ cores, else 0)"
     )
-    web_port: int = Field(6066, description="worker web port (health, `herald query`)")
+    web_port: int = Field(
+        6066, description="web port (health, /metrics, /status, `herald query`)"
+    )
+    web_host: str = Field(
+        "127.0.0.1", description="address the web port binds (0.0.0.0 for a scraper elsewhere)"
+    )
+    metrics_enabled: bool = Field(True, description="serve Prometheus metrics at /metrics")
+    log_format: Literal["human", "json"] = Field(
+        "human", description="worker logs: human, or json (one object per line)"
+    )
     group_prefix: str = Field("herald", description="prefix of consumer group ids")
     retry: dict[str, RetryPolicy] = Field(
         default_factory=lambda: dict(DEFAULT_RETRY), description="backoff per channel"

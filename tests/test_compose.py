@@ -102,9 +102,10 @@ def test_herald_services_reach_kafka_and_clickhouse_inside_the_network() -> None
 
 def test_grafana_gets_what_the_provisioning_files_expand() -> None:
     grafana = SERVICES["grafana"]["environment"]
-    provisioning = (REPO / "dashboards/provisioning/datasources/herald.yaml").read_text()
-    for name in re.findall(r"\$(\w+)", provisioning):
-        assert name in grafana, f"Grafana's environment lacks {name}"
+    for source in ("herald.yaml", "prometheus.yaml"):
+        provisioning = (REPO / "dashboards/provisioning/datasources" / source).read_text()
+        for name in re.findall(r"\$(\w+)", provisioning):
+            assert name in grafana, f"Grafana's environment lacks {name}"
     clickhouse = SERVICES["clickhouse"]["environment"]
     assert grafana["CLICKHOUSE_HOST"] == "clickhouse"
     assert grafana["CLICKHOUSE_PASSWORD"] == clickhouse["CLICKHOUSE_PASSWORD"]
@@ -155,3 +156,21 @@ def test_dockerfile_builds_herald_from_the_repo() -> None:
     assert 'ENTRYPOINT ["herald"]' in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
     assert "tests" in ignored and ".git" in ignored
+
+
+def test_prometheus_scrapes_every_herald_process_and_loads_the_alerts() -> None:
+    prometheus = SERVICES["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus/herald:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/herald/prometheus.yml" in prometheus["command"]
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    assert all((REPO / "deploy/prometheus" / f).is_file() for f in config["rule_files"])
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    long_running = {n for n, s in HERALD.items() if s["command"][0] in ("worker", "sink", "run")}
+    assert set(discovery["names"]) == long_running
+    for name in long_running:
+        env = HERALD[name]["environment"]
+        assert int(env["HERALD_WEB_PORT"]) == discovery["port"]
+        assert env["HERALD_WEB_HOST"] == "0.0.0.0", "a scraper in another container must reach it"
+    url = urlparse(SERVICES["grafana"]["environment"]["PROMETHEUS_URL"])
+    assert url.hostname == "prometheus" and f"{url.port}:{url.port}" in prometheus["ports"]

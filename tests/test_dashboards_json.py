@@ -11,7 +11,14 @@ import yaml
 
 from herald.dashboards import export_dashboards
 from herald.dashboards.boards import DASHBOARDS
-from herald.dashboards.model import DATASOURCE_TYPE, DATASOURCE_UID, GRID_COLUMNS, SCHEMA_VERSION
+from herald.dashboards.boards.runtime import RUNTIME
+from herald.dashboards.model import (
+    DATASOURCE_TYPE,
+    DATASOURCE_UID,
+    GRID_COLUMNS,
+    PROMETHEUS_REF,
+    SCHEMA_VERSION,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "dashboards"
@@ -23,6 +30,7 @@ def load(uid: str) -> dict[str, Any]:
 
 
 BOARDS = [pytest.param(load(d.uid), id=d.uid) for d in DASHBOARDS]
+ALL_BOARDS = [*BOARDS, pytest.param(load(RUNTIME.uid), id=RUNTIME.uid)]
 
 
 def test_six_dashboards_with_unique_uids_and_titles() -> None:
@@ -39,7 +47,7 @@ def test_committed_files_match_the_code(tmp_path: Path) -> None:
         assert (COMMITTED / path.relative_to(tmp_path)).read_text() == path.read_text(), path
 
 
-@pytest.mark.parametrize("board", BOARDS)
+@pytest.mark.parametrize("board", ALL_BOARDS)
 def test_dashboard_top_level(board: dict[str, Any]) -> None:
     assert board["schemaVersion"] == SCHEMA_VERSION
     assert board["id"] is None, "a provisioned dashboard carries no database id"
@@ -48,7 +56,7 @@ def test_dashboard_top_level(board: dict[str, Any]) -> None:
     assert {"from", "to"} <= board["time"].keys()
 
 
-@pytest.mark.parametrize("board", BOARDS)
+@pytest.mark.parametrize("board", ALL_BOARDS)
 def test_panel_ids_unique_and_grid_without_overlap(board: dict[str, Any]) -> None:
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids)) and all(isinstance(i, int) and i > 0 for i in ids)
@@ -134,3 +142,16 @@ def test_dashboard_provider_points_at_the_mounted_json() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./dashboards/json:{provider['options']['path']}:ro" in mounts
+
+
+def test_runtime_board_queries_prometheus_only() -> None:
+    board = load(RUNTIME.uid)
+    assert board["title"] == "Herald / Runtime" and not board["templating"]["list"]
+    for panel in board["panels"]:
+        assert panel["type"] in PANEL_TYPES and panel["datasource"] == PROMETHEUS_REF
+        (target,) = panel["targets"]
+        assert target["datasource"] == PROMETHEUS_REF and target["expr"], panel["title"]
+        assert "rawSql" not in target
+    config = yaml.safe_load((COMMITTED / "provisioning/datasources/prometheus.yaml").read_text())
+    (source,) = config["datasources"]
+    assert (source["uid"], source["type"]) == (PROMETHEUS_REF["uid"], PROMETHEUS_REF["type"])

@@ -23,6 +23,7 @@ from herald.processes.child import HeraldProcess
 # The settings of the "off" arm, as `herald run` reads them from its environment.
 FEATURES: dict[str, dict[str, str]] = {
     "escalations": {"escalations": '{"enabled": false}'},
+    "metrics": {"metrics_enabled": "false"},
 }
 ARMS = ("off", "on")
 

@@ -18,6 +18,9 @@ from typing import Any
 DATASOURCE_UID = "herald-clickhouse"
 DATASOURCE_TYPE = "grafana-clickhouse-datasource"
 DATASOURCE_REF = {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
+# Herald's own runtime metrics (herald/telemetry/metrics.py), scraped by Prometheus.
+PROMETHEUS_UID = "herald-prometheus"
+PROMETHEUS_REF = {"type": "prometheus", "uid": PROMETHEUS_UID}
 SCHEMA_VERSION = 41  # Grafana 11.6 / 12.x
 GRID_COLUMNS = 24
 
@@ -28,6 +31,9 @@ _FORMAT_TABLE = 1
 
 @dataclass(frozen=True)
 class Panel:
+    """`sql` is the panel's query in its dashboard's data source language: ClickHouse SQL,
+    or PromQL on a Prometheus dashboard (with `legend`, Grafana's legendFormat)."""
+
     title: str
     type: str
     sql: str
@@ -37,6 +43,7 @@ class Panel:
     description: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     decimals: int | None = None
+    legend: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,11 @@ class Dashboard:
     variables: tuple[Variable, ...]
     panels: tuple[Panel, ...]
     annotations: tuple[tuple[str, str], ...] = ()  # (name, SQL returning time, text)
+    datasource: Mapping[str, str] = field(default_factory=lambda: DATASOURCE_REF)
+
+    @property
+    def prometheus(self) -> bool:
+        return self.datasource == PROMETHEUS_REF
 
     @property
     def file_name(self) -> str:
@@ -72,6 +84,11 @@ def target(sql: str, fmt: int, ref_id: str = "A") -> dict[str, Any]:
         "rawSql": sql,
         "refId": ref_id,
     }
+
+
+def prometheus_target(panel: Panel) -> dict[str, Any]:
+    return {"datasource": PROMETHEUS_REF, "expr": panel.sql, "legendFormat": panel.legend,
+            "range": True, "instant": False, "refId": "A"}  # fmt: skip
 
 
 def to_json(dashboard: Dashboard) -> dict[str, Any]:
@@ -106,7 +123,7 @@ def to_json(dashboard: Dashboard) -> dict[str, Any]:
         "annotations": {"list": [_builtin_annotation(), *map(_annotation, dashboard.annotations)]},
         "templating": {"list": [_variable(v) for v in dashboard.variables]},
         "panels": [
-            _panel(panel, panel_id, grid)
+            _panel(dashboard, panel, panel_id, grid)
             for panel_id, (panel, grid) in enumerate(
                 zip(dashboard.panels, layout(dashboard.panels), strict=True), start=1
             )
@@ -131,20 +148,25 @@ def query_format(panel_type: str) -> int:
     return _FORMAT_TIMESERIES if panel_type == "timeseries" else _FORMAT_TABLE
 
 
-def _panel(panel: Panel, panel_id: int, grid: dict[str, int]) -> dict[str, Any]:
+def _panel(dashboard: Dashboard, panel: Panel, panel_id: int, grid: dict[str, int]
+           ) -> dict[str, Any]:  # fmt: skip
     defaults: dict[str, Any] = {"unit": panel.unit, **_FIELD_DEFAULTS.get(panel.type, {})}
     if panel.decimals is not None:
         defaults["decimals"] = panel.decimals
+    if dashboard.prometheus:
+        # Prometheus picks the step from the range and the scrape interval ($__rate_interval).
+        queries: dict[str, Any] = {"targets": [prometheus_target(panel)]}
+    else:
+        # Stats are per minute: a finer interval would split windows and misstate rates.
+        queries = {"interval": "1m", "targets": [target(panel.sql, query_format(panel.type))]}
     return {
         "id": panel_id,
         "type": panel.type,
         "title": panel.title,
         "description": panel.description,
         "gridPos": grid,
-        "datasource": DATASOURCE_REF,
-        # Stats are per minute: a finer interval would split windows and misstate rates.
-        "interval": "1m",
-        "targets": [target(panel.sql, query_format(panel.type))],
+        "datasource": dashboard.datasource,
+        **queries,
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": {**_OPTION_DEFAULTS.get(panel.type, {}), **panel.options},
     }

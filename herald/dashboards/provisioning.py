@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from herald.dashboards.boards import DASHBOARDS
-from herald.dashboards.model import DATASOURCE_TYPE, DATASOURCE_UID, Dashboard, to_json
+from herald.dashboards.boards.runtime import RUNTIME
+from herald.dashboards.model import (
+    DATASOURCE_TYPE,
+    DATASOURCE_UID,
+    PROMETHEUS_UID,
+    Dashboard,
+    to_json,
+)
 
 DATASOURCE_NAME = "Herald ClickHouse"
 FOLDER_TITLE = "Herald"
@@ -39,6 +46,20 @@ datasources:
       defaultDatabase: $CLICKHOUSE_DATABASE
     secureJsonData:
       password: $CLICKHOUSE_PASSWORD
+"""
+
+PROMETHEUS_YAML = f"""\
+# Written by `herald dashboards export`: the Prometheus that scrapes Herald's /metrics
+# (docker-compose.yml sets PROMETHEUS_URL), for the Herald / Runtime dashboard.
+apiVersion: 1
+datasources:
+  - name: Herald Prometheus
+    uid: {PROMETHEUS_UID}
+    type: prometheus
+    access: proxy
+    url: $PROMETHEUS_URL
+    jsonData:
+      timeInterval: 5s
 """
 
 PROVIDER_YAML = f"""\
@@ -84,12 +105,14 @@ def dashboard_json(dashboard: Dashboard) -> str:
 
 
 def export_dashboards(out_dir: Path) -> list[Path]:
-    """Write provisioning/{datasources,dashboards}/herald.yaml and json/<uid>.json."""
+    """Write provisioning/{datasources,dashboards}/*.yaml and json/<uid>.json: the ClickHouse
+    dashboards and Herald / Runtime (Prometheus)."""
     files = {
         out_dir / "provisioning" / "datasources" / "herald.yaml": DATASOURCE_YAML,
+        out_dir / "provisioning" / "datasources" / "prometheus.yaml": PROMETHEUS_YAML,
         out_dir / "provisioning" / "dashboards" / "herald.yaml": PROVIDER_YAML,
     }
-    for dashboard in DASHBOARDS:
+    for dashboard in (*DASHBOARDS, RUNTIME):
         files[out_dir / "json" / dashboard.file_name] = dashboard_json(dashboard)
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,10 @@ of 20 000 records costs one call into this loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +22,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from herald.config import Settings
 from herald.kafka import clients
+from herald.telemetry import logs, metrics
+from herald.telemetry.metrics import Meter
 from herald.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class _Listener(ConsumerRebalanceListener):
         self.service = service
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.service.forget_lag(set(revoked))
         await self.service.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -50,12 +55,14 @@ class LoopService(mode.Service):
         settings: Settings,
         producer: AIOKafkaProducer,
         stats: PipelineStats,
+        meter: Meter,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.producer = producer
         self.stats = stats
+        self.meter = meter
         self._consumer: AIOKafkaConsumer | None = None
 
     @property
@@ -91,6 +98,7 @@ class LoopService(mode.Service):
             await self.consumer.commit(offsets)
 
     async def on_start(self) -> None:
+        self.meter.count(metrics.KAFKA_ERRORS, 0, self.group)  # a series from the start
         self._consumer = clients.consumer(
             self.settings, self.group, self.topics(), _Listener(self), self.fetch_wait_ms
         )
@@ -102,21 +110,49 @@ class LoopService(mode.Service):
 
     @mode.Service.task
     async def _poll(self) -> None:
-        failures = 0
+        failures = number = 0
         while not self.should_stop:
             try:
                 batches = await self.consumer.getmany(
                     timeout_ms=POLL_MS, max_records=self.settings.batch_max
                 )
+                number += 1
+                logs.BATCH.set((self.group, number))  # this task's log lines name the batch
+                started = time.perf_counter()
                 await self.process(batches)
+                if self.meter.enabled:
+                    await self._measure(batches, time.perf_counter() - started)
                 failures = 0
             except (KafkaConnectionError, KafkaError) as exc:
+                self.meter.count(metrics.KAFKA_ERRORS, 1, self.group)
                 # The broker is away (restart, network): say so in one line and retry.
                 delay = RETRY_S[min(failures, len(RETRY_S) - 1)]
                 log.warning("%s: Kafka error (%s), retrying in %ss", self.group, exc, delay)
                 failures += 1
                 await self.sleep(delay)
                 await self._rewind_quietly()
+
+    async def _measure(
+        self, batches: dict[TopicPartition, list[ConsumerRecord]], seconds: float
+    ) -> None:
+        """Once per batch, never per record: its size, time, and each partition's lag (to the
+        position, not the last record: transaction markers take offsets too)."""
+        records, assigned = 0, self.consumer.assignment()
+        for tp, batch in batches.items():
+            if batch:
+                records += len(batch)
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None and tp in assigned:
+                    lag = highwater - await self.consumer.position(tp)
+                    self.meter.set(metrics.LAG, lag, self.group, tp.topic, str(tp.partition))
+        if records:
+            self.meter.observe(metrics.BATCH_RECORDS, records, self.group)
+            self.meter.observe(metrics.BATCH_SECONDS, seconds, self.group)
+
+    def forget_lag(self, revoked: set[TopicPartition]) -> None:
+        """A partition that left this member no longer has a lag here (its next owner's)."""
+        gone = {(self.group, tp.topic, str(tp.partition)) for tp in revoked}
+        self.meter.forget(metrics.LAG, lambda labels: labels not in gone)
 
     async def _rewind_quietly(self) -> None:
         try:
@@ -133,6 +169,11 @@ class TransactionalLoop(LoopService):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._txn: AIOKafkaProducer | None = None
+        # Held by the poll's transaction and by revocation: aiokafka runs the rebalance
+        # listener in its coordinator task, concurrently with the poll, and a revocation that
+        # publishes or closes state must wait for the open transaction (seen under load:
+        # "Invalid state transition IN_TRANSACTION -> IN_TRANSACTION", then a crash).
+        self.busy = asyncio.Lock()
 
     @property
     def txn(self) -> AIOKafkaProducer:

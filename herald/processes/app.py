@@ -17,6 +17,7 @@ import faust
 import mode
 import orjson
 from aiokafka import AIOKafkaProducer
+from prometheus_client import generate_latest
 
 from herald.config import Settings
 from herald.dashboards.report import render_report
@@ -30,6 +31,7 @@ from herald.streams import escalate
 from herald.streams.aggregate import ShardService, pack_rows
 from herald.streams.ingest import IngestService
 from herald.streams.publish import TransitionPublisher
+from herald.telemetry import logs, metrics
 from herald.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ ROLES = {
     "run": ("ingest", "shards", "sink"),
 }
 STATS_INTERVAL_S = 5.0
+# The text exposition format (aiohttp takes the charset apart from the content type).
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class Pipeline(mode.Service):
@@ -52,6 +56,7 @@ class Pipeline(mode.Service):
         self.role = role
         self._producer: AIOKafkaProducer | None = None  # needs the running loop: made at start
         self.stats = PipelineStats(role)
+        self.meter = metrics.Meter(role, self.parts(), settings.metrics_enabled)
         self.writer = ClickHouseWriter(settings.dsn) if "sink" in ROLES[role] else None
         self.loops: list[LoopService] = []
         self.children: IngestProcesses | None = None
@@ -69,7 +74,8 @@ class Pipeline(mode.Service):
         return ROLES[self.role]
 
     def _make_loops(self) -> list[LoopService]:
-        common = {"settings": self.settings, "producer": self.producer, "stats": self.stats}
+        common = {"settings": self.settings, "producer": self.producer, "stats": self.stats,
+                  "meter": self.meter}  # fmt: skip
         loops: list[LoopService] = []
         parts = self.parts()
         if "ingest" in parts:
@@ -114,6 +120,12 @@ class Pipeline(mode.Service):
             await self.sleep(STATS_INTERVAL_S)
             await self._publish_stats()
 
+    def status(self) -> dict[str, Any]:
+        """This process for `herald status`: role, counters, lag, last warnings, children."""
+        children = self.children.web_ports() if self.children else []
+        return {**metrics.status(self.meter), "role": self.role, "parts": list(self.parts()),
+                "errors": list(logs.RECENT.lines), "children_web_ports": children}  # fmt: skip
+
     async def _publish_stats(self) -> None:
         rows = self.stats.take_rows()
         if rows:
@@ -154,7 +166,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
         # driver=rocksdict (streams/escalate.py) runs on rocksdict.
         store="rocksdb://",
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_host,
         web_enabled=True,
         topic_replication_factor=1,
         # Static membership, as for Herald's own consumers: a restarted worker is back at once.
@@ -173,6 +185,17 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
     @app.page("/health")
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return self.json({"role": pipeline.role, "ok": True})
+
+    @app.page("/status")
+    async def status(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.json(pipeline.status())
+
+    if pipeline.meter.enabled:
+        registry = metrics.registry(pipeline.meter)
+
+        @app.page("/metrics")
+        async def scrape(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            return self.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
 
     class ClickHousePage(faust.web.View):
         """A POST answered by the process that holds ClickHouse (chDB: one per data dir);

@@ -39,8 +39,15 @@ class IngestProcesses(mode.Service):
         self.settings = settings
         self.children: list[subprocess.Popen[bytes]] = []
 
+    def web_port(self, index: int) -> int:
+        """Child i serves health, /status and /metrics on the parent's web port + 1 + i."""
+        return self.settings.web_port + 1 + index
+
+    def web_ports(self) -> list[int]:
+        return [self.web_port(i) for i in range(len(self.children))]
+
     def _spawn(self, index: int) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "HERALD_WEB_PORT": str(self.settings.web_port + 1 + index),
+        env = {**os.environ, "HERALD_WEB_PORT": str(self.web_port(index)),
                "HERALD_DATA_DIR": str(self.settings.data_path)}  # fmt: skip
         return subprocess.Popen(
             [sys.executable, "-m", "herald", "worker", "--only", "ingest"],

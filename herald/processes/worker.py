@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import faust
 import mode.loop
@@ -12,6 +13,21 @@ from herald.config import Settings
 from herald.kafka import admin
 from herald.processes.app import ROLES, create_app, topics_to_create
 from herald.sinks import clickhouse
+from herald.telemetry import logs
+
+
+class HeraldWorker(faust.Worker):
+    """Faust's worker, with Herald's log format put on the handlers Faust sets up."""
+
+    def __init__(self, app: faust.App, settings: Settings, role: str, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.herald_settings, self.role = settings, role
+        if not self.stdout.isatty():  # its cursor escapes would break a log file's lines
+            self.spinner = None
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        logs.install(logger, self.herald_settings.log_format, self.role)
 
 
 def preflight(settings: Settings, role: str) -> None:
@@ -32,4 +48,4 @@ def run_worker(settings: Settings, role: str, loglevel: str = "warn") -> None:
     # escalation table's changelog writes reach that in normal operation.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)
     app = create_app(settings, role)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    HeraldWorker(app, settings, role, loglevel=loglevel, quiet=True).execute_from_commandline()

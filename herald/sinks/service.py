@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from herald.kafka.loop import RETRY_S, LoopService
 from herald.model import event, topics
 from herald.model.packing import event_rows
 from herald.sinks import clickhouse
+from herald.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +52,23 @@ class Batch:
                     self.raw_events.append(events)
 
 
-def write_batch(client: Client, batch: Batch) -> int:
-    """Insert everything (idempotent: run it again after a failure); returns rows written."""
-    written = sum(clickhouse.insert(client, t, r) for t, r in batch.rows.items())
+# Per table: rows written (None for events_raw, whose rows ClickHouse parses) and seconds.
+Inserted = dict[str, tuple[int | None, float]]
+
+
+def write_batch(client: Client, batch: Batch) -> Inserted:
+    """Insert everything (idempotent: run it again after a failure)."""
+    inserted: Inserted = {}
+    for table, rows in batch.rows.items():
+        started = time.perf_counter()
+        written = clickhouse.insert(client, table, rows)
+        inserted[table] = (written, time.perf_counter() - started)
     if batch.raw_events:
-        rows = b",\n".join(batch.raw_events)
-        clickhouse.insert_json_rows(client, "events_raw", event.COLUMNS, rows)
-    return written
+        started = time.perf_counter()
+        body = b",\n".join(batch.raw_events)
+        clickhouse.insert_json_rows(client, "events_raw", event.COLUMNS, body)
+        inserted["events_raw"] = (None, time.perf_counter() - started)
+    return inserted
 
 
 class ClickHouseWriter:
@@ -94,6 +106,10 @@ class SinkService(LoopService):
         super().__init__(*args, **kwargs)
         self.writer = writer
 
+    async def on_start(self) -> None:
+        self.meter.count(metrics.SINK_FAILURES, 0)  # a series from the start, for rate()
+        await super().on_start()
+
     def topics(self) -> Sequence[str]:
         raw = (topics.EVENTS,) if self.settings.raw_events else ()
         return (topics.AGGREGATES, topics.INVALID, *raw)
@@ -104,17 +120,22 @@ class SinkService(LoopService):
         batch = Batch()
         for tp, records in batches.items():
             batch.add(tp.topic, records)
-        written = await self._insert_until_done(batch)
+        inserted = await self._insert_until_done(batch)
         await self.commit(batches)
-        self.stats.add(rows_written=written)
+        self.stats.add(rows_written=sum(n or 0 for n, _ in inserted.values()))
+        for table, (written, seconds) in inserted.items():
+            if written is not None:
+                self.meter.count(metrics.SINK_ROWS, written, table)
+            self.meter.observe(metrics.INSERT_SECONDS, seconds, table)
 
-    async def _insert_until_done(self, batch: Batch) -> int:
+    async def _insert_until_done(self, batch: Batch) -> Inserted:
         failures = 0
         while True:
             try:
-                written: int = await self.writer.run(write_batch, batch)
-                return written
+                inserted: Inserted = await self.writer.run(write_batch, batch)
+                return inserted
             except Exception as exc:  # any ClickHouse failure: keep the batch, retry later
+                self.meter.count(metrics.SINK_FAILURES, 1)
                 delay = RETRY_S[min(failures, len(RETRY_S) - 1)]
                 log.warning("sink: ClickHouse insert failed (%s), retrying in %ss",
                             str(exc).splitlines()[0], delay)  # fmt: skip

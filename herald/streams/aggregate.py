@@ -30,7 +30,7 @@ from herald.streams import changelog
 from herald.streams.shard import Shard
 from herald.tables import signals
 from herald.tables.store import ShardStore
-from herald.telemetry import failpoints
+from herald.telemetry import failpoints, metrics
 
 log = logging.getLogger(__name__)
 ROWS_PER_MESSAGE = 2000
@@ -45,6 +45,10 @@ class ShardService(TransactionalLoop):
         self.shards: dict[int, Shard] = {}
         self._last_snapshot = 0.0
         self.sender = signals.Sender(self.settings.shards)
+        self.meter.read_at_scrape(metrics.STATE_KEYS, self._state_keys)
+
+    def _state_keys(self) -> dict[tuple[str, ...], float]:
+        return {(str(p),): shard.store.estimated_keys() for p, shard in self.shards.items()}
 
     def topics(self) -> Sequence[str]:
         return (topics.EVENTS,)
@@ -69,11 +73,12 @@ class ShardService(TransactionalLoop):
                      settings.reach_horizon_s if settings.reach else None)  # fmt: skip
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        leaving = [self.shards[tp.partition] for tp in revoked if tp.partition in self.shards]
-        await self._last_transaction(leaving)
-        for shard in leaving:
-            del self.shards[shard.id]
-            shard.store.close()
+        async with self.busy:
+            leaving = [self.shards[tp.partition] for tp in revoked if tp.partition in self.shards]
+            await self._last_transaction(leaving)
+            for shard in leaving:
+                del self.shards[shard.id]
+                shard.store.close()
 
     async def rewind(self) -> None:
         """After a failed transaction: the shards again as their stores hold them (the last
@@ -100,24 +105,36 @@ class ShardService(TransactionalLoop):
                     continue
                 change = shard.apply((r.offset, r.value) for r in records)
                 changes.append((shard.id, shard.store, change))
-                self.stats.add(**shard.take_counts())
+                self._count(shard.take_counts())
+            started = time.perf_counter()
             written = await changelog.send(self.txn, changes)
+            if changes:
+                self.meter.observe(metrics.CHANGELOG_SECONDS, time.perf_counter() - started,
+                                   self.group)  # fmt: skip
             if snapshot and self.settings.escalations.enabled:
                 written += await self._signals()
             if snapshot:
                 written += await self._snapshots(list(self.shards.values()))
             return written
 
-        await self._transact(sends)
+        async with self.busy:
+            await self._transact(sends)
         if snapshot:
             self.stats.set_lag(self._lag())
             # Committed offsets are only for lag monitoring: the stores hold the positions.
             await self.commit_positions()
 
+    def _count(self, counts: dict[str, int]) -> None:
+        self.stats.add(**counts)
+        self.meter.count(metrics.DUPLICATES, counts["duplicates"])
+        self.meter.count(metrics.LATE, counts["late_dropped"])
+
     async def _transact(self, sends: Callable[[], Awaitable[changelog.Written]]) -> None:
         """`sends` as one transaction; the stores are written once it committed."""
+        started = time.perf_counter()
         async with self.txn.transaction():
             written = await sends()
+        self.meter.observe(metrics.PRODUCE_SECONDS, time.perf_counter() - started, self.group)
         changelog.write_local(written)
 
     async def _signals(self) -> changelog.Written:
@@ -151,8 +168,10 @@ class ShardService(TransactionalLoop):
                 key = str(shard.id).encode()
                 sent += [await self.txn.send(topics.AGGREGATES, message, key=key)
                          for message in pack_rows(rows)]  # fmt: skip
+                outputs = shard.messages(keys)
                 sent += [await self.txn.send(topic, value, key=out_key)
-                         for topic, out_key, value in shard.messages(keys)]  # fmt: skip
+                         for topic, out_key, value in outputs]  # fmt: skip
+                self._count_outputs([topic for topic, _, _ in outputs])
                 published.append((shard, keys))
         await asyncio.gather(*sent)
         if published:
@@ -162,6 +181,10 @@ class ShardService(TransactionalLoop):
         return await changelog.send(
             self.txn, [(s.id, s.store, s.take_cleanup()) for s, _ in published]
         )
+
+    def _count_outputs(self, sent_to: list[str]) -> None:
+        self.meter.count(metrics.RETRIES, sent_to.count(topics.RETRIES))
+        self.meter.count(metrics.DEAD_LETTERS, sent_to.count(topics.DEADLETTER))
 
     async def commit_positions(self) -> None:
         offsets = {
@@ -183,7 +206,8 @@ class ShardService(TransactionalLoop):
 
     async def on_stop(self) -> None:
         if self._txn is not None:
-            await self._last_transaction(list(self.shards.values()))
+            async with self.busy:
+                await self._last_transaction(list(self.shards.values()))
         for shard in self.shards.values():
             shard.store.close()
         self.shards.clear()

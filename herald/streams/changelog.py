@@ -68,7 +68,7 @@ async def restore(settings: Settings, shard: int, store: ShardStore,
             )
         if start < first:
             log.warning("shard %s: changelog retention passed local state; restoring from %s",
-                        shard, first)  # fmt: skip
+                        shard, first, extra={"shard": shard})  # fmt: skip
             start = first
         reader.seek(tp, start)
         applied = 0

@@ -32,7 +32,8 @@ from herald.model import topics
 from herald.model.event import Event, rfc3339
 from herald.model.packing import pack
 from herald.streams.decode import decode
-from herald.streams.validate import InvalidEvent
+from herald.streams.validate import InvalidEvent, reason
+from herald.telemetry import metrics
 
 log = logging.getLogger(__name__)
 CHUNK = 2000  # events per packed message: ~300 kB, under Kafka's default 1 MB
@@ -156,6 +157,11 @@ class IngestService(LoopService):
         self._last_heartbeat = 0.0
         self._in_flight: asyncio.Future[None] | None = None
 
+    async def on_start(self) -> None:
+        for topic in self.topics():  # counters start at 0, so rate() sees the first batch
+            self.meter.count(metrics.EVENTS_IN, 0, topic)
+        await super().on_start()
+
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._last_heartbeat = 0.0  # announce new partitions before their data
 
@@ -185,9 +191,12 @@ class IngestService(LoopService):
         return topics.INPUT_TOPICS
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        started = time.perf_counter()
         sends = await self._send(batches)
         previous = self._in_flight
-        self._in_flight = asyncio.ensure_future(self._commit_when_acked(previous, sends, batches))
+        self._in_flight = asyncio.ensure_future(
+            self._commit_when_acked(previous, sends, batches, started)
+        )
         if previous is not None:
             await previous  # at most one batch in flight; its failure surfaces here
 
@@ -201,10 +210,13 @@ class IngestService(LoopService):
         previous: asyncio.Future[None] | None,
         sends: list[asyncio.Future[Any]],
         batches: dict[TopicPartition, list[ConsumerRecord]],
+        started: float,
     ) -> None:
         if previous is not None:
             await previous  # commits go in order
         await asyncio.gather(*sends)
+        if sends:
+            self.meter.observe(metrics.PRODUCE_SECONDS, time.perf_counter() - started, self.group)
         await self.commit(batches)
 
     async def _send(
@@ -223,7 +235,13 @@ class IngestService(LoopService):
             for doc in invalid:
                 key = source_id(tp.topic, tp.partition).encode()
                 sends.append(await self.producer.send(topics.INVALID, orjson.dumps(doc), key=key))
+                self.meter.count(metrics.INVALID, 1, tp.topic, reason(doc["error"]))
+            if invalid:  # one line per partition and batch, however many: the log stays short
+                log.warning("ingest: %d invalid in %s/%s (first at offset %s: %s)", len(invalid),
+                            tp.topic, tp.partition, invalid[0]["source_offset"],
+                            invalid[0]["error"][:200])  # fmt: skip
             self.stats.add(events_in=len(records), invalid=len(invalid))
+            self.meter.count(metrics.EVENTS_IN, len(records), tp.topic)
         return sends
 
     async def _heartbeat(self) -> list[asyncio.Future]:

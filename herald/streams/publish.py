@@ -20,15 +20,17 @@ from typing import Any
 import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from herald.config import Escalations
 from herald.kafka.loop import TransactionalLoop
 from herald.model import topics
 from herald.model.event import rfc3339
 from herald.streams import changelog
 from herald.streams.aggregate import pack_rows
 from herald.tables.store import OFFSET, Change, ShardStore
-from herald.telemetry import failpoints
+from herald.telemetry import failpoints, metrics
 
 SENT = b"s"  # s<escalation id>|<state>|<level> -> occurred ms: published
+STATES = ("open", "escalate", "resolve")  # SPEC §5
 
 
 class TransitionPublisher(TransactionalLoop):
@@ -41,6 +43,12 @@ class TransitionPublisher(TransactionalLoop):
     def topics(self) -> Sequence[str]:
         return (topics.TRANSITIONS,)
 
+    async def on_start(self) -> None:
+        for rule in Escalations.model_fields:  # every series from 0: increase() sees the first
+            for state in STATES:
+                self.meter.count(metrics.TRANSITIONS, 0, rule, state)
+        await super().on_start()
+
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in sorted(assigned):
             if tp.partition not in self.stores:
@@ -50,10 +58,11 @@ class TransitionPublisher(TransactionalLoop):
         await self.rewind()
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        for tp in revoked:
-            store = self.stores.pop(tp.partition, None)
-            if store is not None:
-                store.close()
+        async with self.busy:  # the poll's transaction may be writing these stores
+            for tp in revoked:
+                store = self.stores.pop(tp.partition, None)
+                if store is not None:
+                    store.close()
 
     async def rewind(self) -> None:
         """Resume each partition after the last transition recorded as published."""
@@ -68,7 +77,7 @@ class TransitionPublisher(TransactionalLoop):
         fresh = {tp: new for tp, records in batches.items() if (new := self._unseen(tp, records))}
         if not fresh:
             return
-        async with self.txn.transaction():
+        async with self.busy, self.txn.transaction():
             changes = []
             for tp, (transitions, change) in fresh.items():
                 for t in transitions:
@@ -81,6 +90,9 @@ class TransitionPublisher(TransactionalLoop):
             written = await changelog.send(self.txn, changes, topics.PUBLISHED)
             failpoints.hit("transitions-published")  # in the transaction, not committed
         changelog.write_local(written)
+        for transitions, _ in fresh.values():  # counted once committed
+            for t in transitions:
+                self.meter.count(metrics.TRANSITIONS, 1, t["rule"], t["state"])
 
     def _unseen(self, tp: TopicPartition, records: list[ConsumerRecord]
                 ) -> tuple[list[dict[str, Any]], Change] | None:  # fmt: skip

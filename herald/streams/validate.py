@@ -63,6 +63,24 @@ class InvalidEvent(Exception):
     """A message that breaks the input contract; `str()` is a readable reason naming the field."""
 
 
+# A metric label per kind of failure (herald_invalid_events_total{reason}): a handful of
+# values whatever the input, where the messages themselves quote the offending data.
+_REASONS = (
+    ("missing field", "missing_field"),
+    ("field 'schema_version'", "unsupported_version"),
+    ("field ", "bad_field"),
+    ("not valid UTF-8 JSON", "not_json"),
+    ("message has no value", "no_value"),
+    ("event must be a JSON object", "not_object"),
+    ("occurred_at: ", "from_the_future"),
+)
+
+
+def reason(message: str) -> str:
+    """The low-cardinality reason of an InvalidEvent's message."""
+    return next((label for prefix, label in _REASONS if message.startswith(prefix)), "other")
+
+
 def _show(value: Any) -> str:
     """A short rendering of an offending value: Python repr for strings, JSON otherwise."""
     text = repr(value) if type(value) is str else orjson.dumps(value).decode()

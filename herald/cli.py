@@ -271,12 +271,14 @@ def schema_export(out: Path | None) -> None:
 @click.option("--events", default=1_000_000, show_default=True, help="size of the fixed load")
 @click.option("--freshness-seconds", default=20.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-@click.option("--ab", type=click.Choice(["escalations", "metrics"]), default=None,
+@click.option("--ab", type=click.Choice(["escalations", "metrics", "reach"]), default=None,
               help="only an A/B: Herald with FEATURE against Herald without it")  # fmt: skip
 @click.option("--pairs", default=2, show_default=True, help="A/B: runs of each arm")
+@click.option("--audience", type=int, default=None,
+              help="A/B: the load is one broadcast to this many users")  # fmt: skip
 @one_line_errors
 def bench(events: int, freshness_seconds: float, as_json: bool, ab: str | None,
-          pairs: int) -> None:  # fmt: skip
+          pairs: int, audience: int | None) -> None:  # fmt: skip
     """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run."""
     import orjson
 
@@ -285,7 +287,7 @@ def bench(events: int, freshness_seconds: float, as_json: bool, ab: str | None,
     from herald.bench.table import render
 
     if ab is not None:
-        result = run_ab(ab, events, pairs, progress=_say)
+        result = run_ab(ab, events, pairs, progress=_say, audience=audience)
         click.echo(orjson.dumps(result).decode() if as_json else render_ab(result))
         return
     config = BenchConfig(events=events, freshness_s=freshness_seconds)

@@ -3,7 +3,7 @@ from the medians."""
 
 from __future__ import annotations
 
-from herald.bench.ab import ab_result, arm_order
+from herald.bench.ab import Run, ab_result, arm_order, audience_load
 
 
 def test_arms_alternate_in_reversed_pairs() -> None:
@@ -12,9 +12,16 @@ def test_arms_alternate_in_reversed_pairs() -> None:
 
 
 def test_the_cost_compares_medians_of_each_arm() -> None:
-    runs = {"off": [(100.0, 20.0), (80.0, 30.0), (90.0, 25.0)],
-            "on": [(81.0, 27.5), (60.0, 40.0), (99.0, 20.0)]}  # fmt: skip
+    runs = {"off": [Run(100.0, 20.0, 300), Run(80.0, 30.0, 310), Run(90.0, 25.0, 305)],
+            "on": [Run(81.0, 27.5, 320), Run(60.0, 40.0, 330), Run(99.0, 20.0, 325)]}  # fmt: skip
     result = ab_result("escalations", runs)
     assert result["ab_off_events_per_s"] == [100, 80, 90]
     assert result["ab_throughput_cost"] == 0.1  # 1 - 81 / 90
     assert result["ab_cpu_cost"] == 0.1  # 27.5 / 25 - 1
+
+
+def test_an_audience_load_is_one_broadcast_to_that_many_users() -> None:
+    load = audience_load(2500, 1000)
+    assert {m.event["broadcast_id"] for m in load if m.event} == {"audience"}
+    assert len({m.event["user_id"] for m in load if m.event}) == 1000
+    assert len({(m.event["user_id"], m.event["channel"]) for m in load if m.event}) == 2500

@@ -4,6 +4,7 @@ against a set-based oracle over random streams cut into random batches."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ EVENT = st.tuples(st.sampled_from(["delivered", "read", "failed", "pending"]),
                   st.integers(0, 5))  # fmt: skip
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(events=st.lists(EVENT, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=4),
        restart_at=st.integers(0, 4))  # fmt: skip
 def test_recipients_equal_distinct_users(
@@ -134,7 +136,7 @@ def test_recipients_equal_distinct_users(
                                                    channel=channel)
             for kind, user, channel, minute in events]  # fmt: skip
     bounds = sorted({0, len(made), *(c for c in cuts if c <= len(made))})
-    for i, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for i, (start, end) in enumerate(itertools.pairwise(bounds)):
         if i == restart_at:
             feed.restart()
         part = made[start:end]

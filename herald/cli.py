@@ -290,16 +290,24 @@ def schema_export(out: Path | None) -> None:
 @click.option("--ab", type=click.Choice(["escalations"]), default=None,
               help="only an A/B: Herald with FEATURE against Herald without it")  # fmt: skip
 @click.option("--pairs", default=2, show_default=True, help="A/B: runs of each arm")
+@click.option("--search", "search_rows", type=int, default=None, is_flag=False,
+              flag_value=10_000_000,
+              help="only search: over N raw events [default: 10 M]")  # fmt: skip
 @one_line_errors
 def bench(events: int, freshness_seconds: float, as_json: bool, ab: str | None,
-          pairs: int) -> None:  # fmt: skip
+          pairs: int, search_rows: int | None) -> None:  # fmt: skip
     """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run."""
     import orjson
 
     from herald.bench.ab import render_ab, run_ab
     from herald.bench.run import BenchConfig, run_bench
+    from herald.bench.search import render_search, run_search_bench
     from herald.bench.table import render
 
+    if search_rows is not None:
+        result = run_search_bench(search_rows, progress=_say)
+        click.echo(orjson.dumps(result).decode() if as_json else render_search(result))
+        return
     if ab is not None:
         result = run_ab(ab, events, pairs, progress=_say)
         click.echo(orjson.dumps(result).decode() if as_json else render_ab(result))

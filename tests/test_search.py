@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ import orjson
 import pytest
 from clickhouse_connect.driver import Client
 
+from herald.dashboards.boards.search import SEARCH
+from herald.dashboards.macros import VariableState, expand
+from herald.dashboards.runner import Frame, choose_all, data_time_range, resolve_variables, run_sql
 from herald.load.produce import SimEvent
 from herald.model import topics
 from herald.processes.search import MAX_LIMIT, SearchRequest, parse_time, search_sql
@@ -176,6 +180,27 @@ def test_a_word_that_occurs_nowhere_finds_nothing_and_reads_no_granule(
 ) -> None:
     assert found(ch, text) == []
     assert _skip_granules(ch, search_sql(SearchRequest(text)))[0] == 0
+
+
+def _search_panels(ch: Client, text: str) -> dict[str, Frame]:
+    """The Search dashboard's panels with `text` typed in its box, expanded as Grafana does."""
+    start, end = data_time_range(ch)
+    ctx = resolve_variables(ch, SEARCH, start, end, choose_all)
+    ctx = replace(ctx, variables={**ctx.variables, "search": VariableState(text)})
+    return {panel.type: run_sql(ch, expand(panel.sql, ctx)) for panel in SEARCH.panels}
+
+
+def test_the_search_dashboard_lists_what_the_command_finds(ch: Client, oracle: list[Event]) -> None:
+    text = f"Poll {a_poll(oracle)['title'].split()[1]}"
+    want = expected(oracle, text)
+    panels = _search_panels(ch, text)
+    table = panels["table"]
+    listed = [row[table.columns.index("event_id")] for row in table.rows]
+    assert sorted(listed) == sorted(want) == sorted(ids(found(ch, text, limit=MAX_LIMIT)))
+    broadcasts = {(e["tenant_id"], e["broadcast_id"]) for e in oracle if e["event_id"] in want}
+    assert panels["stat"].rows == [(len(want), len(broadcasts))]
+    assert sum(row[-1] for row in panels["timeseries"].rows) == len(want)
+    assert _search_panels(ch, "o'brien")["stat"].rows == [(0, 0)]  # Grafana's sqlstring quoting
 
 
 def test_times_are_rfc3339_or_ago() -> None:

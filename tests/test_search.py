@@ -232,6 +232,14 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], tmp_path: Path)
     assert result.stderr.startswith("herald: ") and len(result.stderr.splitlines()) == 1
 
 
+def test_with_nothing_stored_the_answer_is_one_line(tmp_path: Path) -> None:
+    result = herald("search", "poll", env={**os.environ, "HERALD_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("herald: no events stored under ")
+    assert len(result.stderr.splitlines()) == 1 and "herald run" in result.stderr
+    assert not (tmp_path / "clickhouse").exists()
+
+
 def test_the_command_asks_the_running_process_or_opens_chdb_itself(
     pipeline_clickhouse_dir: Path, oracle: list[Event], broker: str, tmp_path: Path
 ) -> None:

@@ -14,9 +14,10 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from herald.config import Settings
-from herald.errors import BadInput
+from herald.errors import BadInput, HeraldError
 from herald.model.contracts import TYPES
 from herald.processes.query import quote, run_query
 from herald.sinks.search import matches, search_query
@@ -45,6 +46,10 @@ class SearchRequest:
 def search(settings: Settings, request: SearchRequest, as_json: bool) -> str:
     """The matching events, newest first, as a table or JSON lines (one object per event)."""
     sql = search_sql(request)
+    if settings.embedded_clickhouse and not Path(settings.dsn.removeprefix("chdb://")).exists():
+        # Opening chDB would create an empty database and answer "unknown table".
+        raise HeraldError(f"no events stored under {settings.data_path}: start `herald run`,"
+                          " or set HERALD_DATA_DIR to where it runs")  # fmt: skip
     return run_query(settings, f"{sql} FORMAT JSONEachRow" if as_json else sql)
 
 

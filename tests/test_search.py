@@ -252,11 +252,13 @@ def test_the_command_asks_the_running_process_or_opens_chdb_itself(
     try:
         listed = herald("search", text, "--json", env=process.env)
         table = herald("search", text, "--tenant", poll["tenant_id"], env=process.env)
+        nothing = herald("search", "xylophone", env=process.env)
     finally:
         process.stop()
     assert listed.returncode == 0, listed.stderr
     assert {orjson.loads(line)["event_id"] for line in listed.stdout.splitlines()} == want
     assert table.returncode == 0 and poll["title"] in table.stdout and "event_id" in table.stdout
+    assert nothing.returncode == 0 and nothing.stdout == "no events match\n"
     # Nothing runs now: the command opens embedded ClickHouse itself.
     alone = herald("search", text, "--json", env=process.env)
     assert alone.returncode == 0 and alone.stdout == listed.stdout

@@ -50,7 +50,9 @@ def search(settings: Settings, request: SearchRequest, as_json: bool) -> str:
         # Opening chDB would create an empty database and answer "unknown table".
         raise HeraldError(f"no events stored under {settings.data_path}: start `herald run`,"
                           " or set HERALD_DATA_DIR to where it runs")  # fmt: skip
-    return run_query(settings, f"{sql} FORMAT JSONEachRow" if as_json else sql)
+    answer = run_query(settings, f"{sql} FORMAT JSONEachRow" if as_json else sql)
+    # An empty table prints nothing at all: say so (JSON lines stay empty, for scripts).
+    return answer or ("" if as_json else "no events match\n")
 
 
 def search_sql(request: SearchRequest) -> str:

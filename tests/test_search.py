@@ -157,7 +157,7 @@ def test_limit_keeps_the_newest_first(ch: Client, oracle: list[Event]) -> None:
     assert [int(row["occurred_at"].timestamp() * 1000) for row in rows] == times[:25]
 
 
-def _skip_granules(ch: Client, sql: str) -> tuple[int, int]:
+def skip_granules(ch: Client, sql: str) -> tuple[int, int]:
     """(granules left, granules before) of the search index in the query's plan."""
     plan = bytes(ch.raw_query(f"EXPLAIN indexes = 1 {sql}")).decode()
     found = re.search(rf"Name: {SEARCH_INDEX}\n.*?Granules: (\d+)/(\d+)", plan, re.DOTALL)
@@ -168,7 +168,7 @@ def _skip_granules(ch: Client, sql: str) -> tuple[int, int]:
 def test_the_index_drops_the_granules_without_the_words(ch: Client, oracle: list[Event]) -> None:
     text = f"poll {a_poll(oracle)['title'].split()[1]}"
     sql = search_sql(SearchRequest(text, limit=MAX_LIMIT))
-    left, before = _skip_granules(ch, sql)
+    left, before = skip_granules(ch, sql)
     assert 0 < left < before
     scanned = ch.query(sql, settings={"use_skip_indexes": 0}).result_rows
     assert sorted(scanned) == sorted(ch.query(sql).result_rows)  # the index loses nothing
@@ -179,7 +179,7 @@ def test_a_word_that_occurs_nowhere_finds_nothing_and_reads_no_granule(
     ch: Client, text: str
 ) -> None:
     assert found(ch, text) == []
-    assert _skip_granules(ch, search_sql(SearchRequest(text)))[0] == 0
+    assert skip_granules(ch, search_sql(SearchRequest(text)))[0] == 0
 
 
 def _search_panels(ch: Client, text: str) -> dict[str, Frame]:

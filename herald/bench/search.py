@@ -35,8 +35,9 @@ _WORDS = ("maintenance", "release", "outage", "survey", "welcome", "invoice", "s
           "update", "reminder", "webinar", "offer", "weekly", "digest", "holiday", "policy")
 
 
-def _fill_sql(rows: int) -> str:
-    """Broadcast b = number / EVENTS_PER_BROADCAST; its events k < 3 are the lifecycle."""
+def fill_sql(rows: int) -> str:
+    """`rows` raw events: broadcast b = number / EVENTS_PER_BROADCAST, its events k < 3 the
+    lifecycle (titles with RARE_WORD in one broadcast in RARE_EVERY)."""
     return f"""
 INSERT INTO events_raw (tenant_id, event_id, topic, type, broadcast_id, occurred_at, user_id,
     channel, region, attempt, error_code, latency_ms, action_id, payload)
@@ -81,7 +82,7 @@ def _measure(client: Client, rows: int, progress: Progress) -> dict[str, Any]:
     migrations.migrate(client)
     progress(f"filling events_raw with {rows:,} raw events")
     started = time.perf_counter()
-    client.command(_fill_sql(rows))
+    client.command(fill_sql(rows))
     result: dict[str, Any] = {"rows": rows, "fill_s": round(time.perf_counter() - started, 1)}
     result["index_bytes"] = _index_bytes(client)
     for label, word in (("hit", RARE_WORD), ("missing", MISSING_WORD)):

@@ -296,7 +296,8 @@ def schema_export(out: Path | None) -> None:
 @one_line_errors
 def bench(events: int, freshness_seconds: float, as_json: bool, ab: str | None,
           pairs: int, search_rows: int | None) -> None:  # fmt: skip
-    """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run."""
+    """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run
+    (--search: only `herald search` over N raw events, index against full scan)."""
     import orjson
 
     from herald.bench.ab import render_ab, run_ab

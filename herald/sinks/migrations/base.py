@@ -1,38 +1,13 @@
-"""Versioned ClickHouse migrations: base tables and the analysts' views of database `herald`.
+"""The released migrations 1-13: base tables and the first analysts' views.
 
-Each migration is one named step, applied once, in order, and recorded in `schema_migrations`.
-Released migrations never change: a schema change is a new migration appended to MIGRATIONS.
-Statements are idempotent (IF NOT EXISTS / OR REPLACE), so a step interrupted between its DDL
-and its record, or run by two sinks at once, is safe to run again.
-
-Conventions: every row is a full snapshot with a growing `version`, so tables are
-ReplacingMergeTree(version) and readers use FINAL (the views do). Histograms count
-milliseconds in log buckets (see herald.model.schema); a bucket b stands for 2^((b + 0.5) / 8).
+Released migrations never change (see the package's docstring). Fragments shared by the two
+windowed stats tables and by their two summary views are frozen with them.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-from dataclasses import dataclass
-
-from clickhouse_connect.driver import Client
-
 from herald.model.schema import COUNTERS
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.version:04d}_{self.name}"
-
+from herald.sinks.migrations.step import Migration
 
 # Frozen fragments shared by the two windowed stats tables and by their two summary views.
 _COUNTER_COLUMNS = ",\n".join(f"    {c} UInt64" for c in COUNTERS)
@@ -61,7 +36,7 @@ _PERCENTILES = """
     if(read_n = 0, NULL, pow(2, (read_q[2] + 0.5) / 8) / 1000) AS time_to_read_p95_s"""
 _COUNTER_NAMES = ", ".join(COUNTERS)
 
-MIGRATIONS: tuple[Migration, ...] = (
+STEPS: tuple[Migration, ...] = (
     Migration(
         1,
         "create_broadcast_stats_1m",
@@ -324,51 +299,3 @@ ALTER TABLE delivery_retries
 """,
     ),
 )
-
-_LEDGER = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version UInt32,
-    name String,
-    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-) ENGINE = ReplacingMergeTree()
-ORDER BY version
-"""
-
-
-def migrate(client: Client, raw_ttl_days: int = 30) -> list[str]:
-    """Apply pending migrations in order and set the events_raw TTL; returns what was done.
-
-    One line per applied migration (`0003_create_broadcasts`), plus `events_raw TTL N days`
-    when the TTL changed. A second call with the same arguments returns [].
-    """
-    if raw_ttl_days < 1:
-        raise ValueError(f"raw_ttl_days must be at least 1, not {raw_ttl_days}")
-    client.command(_LEDGER)
-    applied = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
-    done = []
-    for migration in MIGRATIONS:
-        if migration.version not in applied:
-            log.info("applying migration %s", migration.label)
-            client.command(migration.sql)
-            client.insert(
-                "schema_migrations",
-                [[migration.version, migration.name]],
-                column_names=["version", "name"],
-            )
-            done.append(migration.label)
-    if _raw_ttl_days(client) != raw_ttl_days:
-        client.command(
-            "ALTER TABLE events_raw"
-            f" MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
-        )
-        done.append(f"events_raw TTL {raw_ttl_days} days")
-    return done
-
-
-def _raw_ttl_days(client: Client) -> int | None:
-    engine = client.query(
-        "SELECT engine_full FROM system.tables"
-        " WHERE database = currentDatabase() AND name = 'events_raw'"
-    ).result_rows[0][0]
-    found = re.search(r"TTL toDateTime\(ingested_at\) \+ toIntervalDay\((\d+)\)", engine)
-    return int(found.group(1)) if found else None

@@ -1,0 +1,76 @@
+"""Versioned ClickHouse migrations: base tables and the analysts' views of database `herald`.
+
+Each migration is one named step, applied once, in order, and recorded in `schema_migrations`.
+Released migrations never change: a schema change is a new step, with a new version, in the
+module of the feature that needs it (`base` holds 1-13, `search` 20-21).
+Statements are idempotent (IF NOT EXISTS / OR REPLACE), so a step interrupted between its DDL
+and its record, or run by two sinks at once, is safe to run again.
+
+Conventions: every row is a full snapshot with a growing `version`, so tables are
+ReplacingMergeTree(version) and readers use FINAL (the views do). Histograms count
+milliseconds in log buckets (see herald.model.schema); a bucket b stands for 2^((b + 0.5) / 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from clickhouse_connect.driver import Client
+
+from herald.sinks.migrations import base, search
+from herald.sinks.migrations.step import Migration
+
+log = logging.getLogger(__name__)
+# One module per feature that changed the schema; versions are unique and increasing.
+MIGRATIONS: tuple[Migration, ...] = tuple(
+    sorted((*base.STEPS, *search.STEPS), key=lambda m: m.version)
+)
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = ReplacingMergeTree()
+ORDER BY version
+"""
+
+
+def migrate(client: Client, raw_ttl_days: int = 30) -> list[str]:
+    """Apply pending migrations in order and set the events_raw TTL; returns what was done.
+
+    One line per applied migration (`0003_create_broadcasts`), plus `events_raw TTL N days`
+    when the TTL changed. A second call with the same arguments returns [].
+    """
+    if raw_ttl_days < 1:
+        raise ValueError(f"raw_ttl_days must be at least 1, not {raw_ttl_days}")
+    client.command(_LEDGER)
+    applied = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
+    done = []
+    for migration in MIGRATIONS:
+        if migration.version not in applied:
+            log.info("applying migration %s", migration.label)
+            client.command(migration.sql)
+            client.insert(
+                "schema_migrations",
+                [[migration.version, migration.name]],
+                column_names=["version", "name"],
+            )
+            done.append(migration.label)
+    if _raw_ttl_days(client) != raw_ttl_days:
+        client.command(
+            "ALTER TABLE events_raw"
+            f" MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
+        )
+        done.append(f"events_raw TTL {raw_ttl_days} days")
+    return done
+
+
+def _raw_ttl_days(client: Client) -> int | None:
+    engine = client.query(
+        "SELECT engine_full FROM system.tables"
+        " WHERE database = currentDatabase() AND name = 'events_raw'"
+    ).result_rows[0][0]
+    found = re.search(r"TTL toDateTime\(ingested_at\) \+ toIntervalDay\((\d+)\)", engine)
+    return int(found.group(1)) if found else None

@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 import click
 
 from herald.config import Settings, describe, load
-from herald.errors import HeraldError
+from herald.errors import BadInput, HeraldError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def one_line_errors(func: F) -> F:
-    """Turn expected failures (bad config, unreachable services) into one line and exit 1."""
+    """Turn expected failures (bad config, unreachable services) into one line and exit 1
+    (2 for bad arguments)."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -27,7 +28,7 @@ def one_line_errors(func: F) -> F:
             return func(*args, **kwargs)
         except HeraldError as exc:
             click.echo(f"herald: {exc}", err=True)
-            sys.exit(1)
+            sys.exit(2 if isinstance(exc, BadInput) else 1)
         except KeyboardInterrupt:
             sys.exit(130)
 
@@ -161,6 +162,33 @@ def status(ctx: click.Context, urls: tuple[str, ...]) -> None:
     click.echo(show_status(_settings(ctx), list(urls)))
 
 
+@main.command()
+@click.argument("text")
+@click.option("--tenant", default=None, help="only this tenant's events")
+@click.option("--broadcast", default=None, help="only this broadcast's events")
+@click.option("--user", default=None, help="only this user's events")
+@click.option("--type", "types", multiple=True, help="only events of this type (repeatable)")
+@click.option("--since", default=None, help="RFC 3339 (2026-11-23T10:00:00Z) or ago (1h, 2d)")
+@click.option("--until", default=None, help="same forms as --since; exclusive")
+@click.option("--limit", default=50, show_default=True, help="at most this many events")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per event")
+@click.pass_context
+@one_line_errors
+def search(ctx: click.Context, text: str, tenant: str | None, broadcast: str | None,
+           user: str | None, types: tuple[str, ...], since: str | None, until: str | None,
+           limit: int, as_json: bool) -> None:  # fmt: skip
+    """Past notifications and their events whose titles, payload or ids hold every word of
+    TEXT (ignoring case), newest first."""
+    from herald.processes.search import SearchRequest, parse_time, search
+
+    request = SearchRequest(
+        text, tenant, broadcast, user, types, limit=limit,
+        since_ms=None if since is None else parse_time(since, "--since"),
+        until_ms=None if until is None else parse_time(until, "--until"),
+    )  # fmt: skip
+    click.echo(search(_settings(ctx), request, as_json), nl=False)
+
+
 # -- stream processing -----------------------------------------------------------------------
 
 
@@ -276,16 +304,25 @@ def schema_export(out: Path | None) -> None:
 @click.option("--pairs", default=2, show_default=True, help="A/B: runs of each arm")
 @click.option("--audience", type=int, default=None,
               help="A/B: the load is one broadcast to this many users")  # fmt: skip
+@click.option("--search", "search_rows", type=int, default=None, is_flag=False,
+              flag_value=10_000_000,
+              help="only search: over N raw events [default: 10 M]")  # fmt: skip
 @one_line_errors
 def bench(events: int, freshness_seconds: float, as_json: bool, ab: str | None,
-          pairs: int, audience: int | None) -> None:  # fmt: skip
-    """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run."""
+          pairs: int, audience: int | None, search_rows: int | None) -> None:  # fmt: skip
+    """Herald end to end vs raw aiokafka, naive Faust and Quix Streams, in one run
+    (--search: only `herald search` over N raw events, index against full scan)."""
     import orjson
 
     from herald.bench.ab import render_ab, run_ab
     from herald.bench.run import BenchConfig, run_bench
+    from herald.bench.search import render_search, run_search_bench
     from herald.bench.table import render
 
+    if search_rows is not None:
+        result = run_search_bench(search_rows, progress=_say)
+        click.echo(orjson.dumps(result).decode() if as_json else render_search(result))
+        return
     if ab is not None:
         result = run_ab(ab, events, pairs, progress=_say, audience=audience)
         click.echo(orjson.dumps(result).decode() if as_json else render_ab(result))

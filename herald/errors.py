@@ -7,3 +7,7 @@ class HeraldError(Exception):
 
 class ServiceUnavailable(HeraldError):
     """Kafka or ClickHouse cannot be reached (callers retry with backoff)."""
+
+
+class BadInput(HeraldError):
+    """A command's arguments are wrong: exit code 2, as for usage errors."""

@@ -12,6 +12,7 @@ import pytest
 from clickhouse_connect.driver import Client
 
 from herald.kafka import local_broker
+from herald.load.produce import SimEvent
 
 
 @pytest.fixture(scope="session")
@@ -41,26 +42,35 @@ def broker(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def pipeline_clickhouse_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ClickHouse data written by the real pipeline: a fresh broker, a simulated hour of
-    traffic produced to it, `herald run` until every count is in, then everything stopped.
+def pipeline_messages() -> list[SimEvent]:
+    """What the pipeline fixture produces (the oracle of tests on its data): a simulated
+    last hour, since pipeline health is kept by wall-clock minute and its panels must share
+    the time range of the event-time data; a DE outage in the middle, so escalations open
+    and resolve, retries and dead letters flow."""
+    from herald.load.simulate import Scenario, generate
+
+    start_ms = (int(time.time()) // 60 - 60) * 60_000
+    return generate(Scenario(start_ms=start_ms, duration_s=3600, broadcasts=24,
+                             invalid=12, outage=("DE", 600, 1500)))  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def pipeline_clickhouse_dir(
+    tmp_path_factory: pytest.TempPathFactory, pipeline_messages: list[SimEvent]
+) -> Path:
+    """ClickHouse data written by the real pipeline: a fresh broker, `pipeline_messages`
+    produced to it, `herald run` until every count is in, then everything stopped.
     Returns the chDB directory (free to open: no process holds it any more)."""
     from herald.config import Settings
     from herald.kafka import admin
     from herald.load.produce import produce_events
-    from herald.load.simulate import Scenario, generate
     from herald.load.totals import expected_totals
     from tests.harness import Herald, wait_for
 
+    messages = pipeline_messages
     work = tmp_path_factory.mktemp("pipeline")
     broker = local_broker.start(work / "broker", port=local_broker.free_port())
     try:
-        # The last hour: pipeline health is kept by wall-clock minute, and its panels must
-        # share the time range of the event-time data.
-        start_ms = (int(time.time()) // 60 - 60) * 60_000
-        # A DE outage in the middle: escalations open and resolve, retries and dead letters flow.
-        messages = generate(Scenario(start_ms=start_ms, duration_s=3600, broadcasts=24,
-                                     invalid=12, outage=("DE", 600, 1500)))  # fmt: skip
         settings = Settings(kafka_bootstrap=broker.bootstrap)
         asyncio.run(admin.ensure_topics(settings, admin.herald_topics(settings)))
         asyncio.run(produce_events(settings, messages))

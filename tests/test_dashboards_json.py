@@ -33,9 +33,9 @@ BOARDS = [pytest.param(load(d.uid), id=d.uid) for d in DASHBOARDS]
 ALL_BOARDS = [*BOARDS, pytest.param(load(RUNTIME.uid), id=RUNTIME.uid)]
 
 
-def test_six_dashboards_with_unique_uids_and_titles() -> None:
-    assert len(DASHBOARDS) == 6
-    assert len({d.uid for d in DASHBOARDS}) == len({d.title for d in DASHBOARDS}) == 6
+def test_seven_dashboards_with_unique_uids_and_titles() -> None:
+    assert len(DASHBOARDS) == 7
+    assert len({d.uid for d in DASHBOARDS}) == len({d.title for d in DASHBOARDS}) == 7
 
 
 def test_committed_files_match_the_code(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_every_query_uses_the_provisioned_datasource(board: dict[str, Any]) -> N
             assert target["editorType"] == "sql" and target["rawSql"].startswith("SELECT")
             assert target["format"] == (0 if panel["type"] == "timeseries" else 1)
     for variable in board["templating"]["list"]:
-        assert variable["datasource"] == ref
+        assert variable["type"] == "textbox" or variable["datasource"] == ref
     custom = [a for a in board["annotations"]["list"] if not a.get("builtIn")]
     assert custom and all(a["datasource"] == ref for a in custom)
 
@@ -95,6 +95,9 @@ def test_every_query_uses_the_provisioned_datasource(board: dict[str, Any]) -> N
 def test_template_variables(board: dict[str, Any]) -> None:
     variables = {v["name"]: v for v in board["templating"]["list"]}
     for variable in variables.values():
+        if variable["type"] == "textbox":
+            assert variable["current"]["value"] == variable["query"]
+            continue
         assert variable["type"] == "query"
         assert variable["multi"] is True and variable["includeAll"] is True
         assert variable["current"]["value"] == ["$__all"]
@@ -113,15 +116,16 @@ def test_template_variables(board: dict[str, Any]) -> None:
 
 
 def test_drilldown_and_region_variables_where_they_fit() -> None:
-    names = {
-        d["uid"]: [v["name"] for v in d["templating"]["list"]]
-        for d in map(load, ("herald-broadcast", "herald-regions", "herald-retries"))
-    }
+    boards = ("herald-broadcast", "herald-regions", "herald-retries", "herald-search")
+    names = {d["uid"]: [v["name"] for v in d["templating"]["list"]] for d in map(load, boards)}
     assert names == {
         "herald-broadcast": ["tenant", "broadcast"],
         "herald-regions": ["tenant", "region", "channel"],
         "herald-retries": ["tenant", "channel"],
+        "herald-search": ["tenant", "search"],
     }
+    (search,) = [v for v in load("herald-search")["templating"]["list"] if v["type"] == "textbox"]
+    assert search["name"] == "search"
 
 
 def test_datasource_provisioning() -> None:

@@ -91,13 +91,13 @@ def calls(fake: FakeGrafana) -> list[tuple[str, str]]:
 
 def test_first_push_creates_datasource_folder_and_dashboards(grafana: FakeGrafana) -> None:
     summary = push_dashboards(grafana.url, "glsa_token", clickhouse_dsn=DSN)
-    assert "6 dashboards" in summary
+    assert f"{len(DASHBOARDS)} dashboards" in summary
     assert calls(grafana) == [
         ("GET", "/api/datasources/uid/herald-clickhouse"),
         ("POST", "/api/datasources"),
         ("GET", "/api/folders/herald"),
         ("POST", "/api/folders"),
-        *[("POST", "/api/dashboards/db")] * 6,
+        *[("POST", "/api/dashboards/db")] * len(DASHBOARDS),
     ]
     assert all(h["Authorization"] == "Bearer glsa_token" for *_, h in grafana.requests)
     datasource = grafana.requests[1][2]

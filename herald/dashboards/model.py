@@ -57,11 +57,21 @@ class Variable:
 
 
 @dataclass(frozen=True)
+class TextBox:
+    """A free-text variable: what the user types (`default` until then). Queries read it as
+    `${name:sqlstring}`, a quoted SQL string."""
+
+    name: str
+    label: str
+    default: str = ""
+
+
+@dataclass(frozen=True)
 class Dashboard:
     uid: str
     title: str
     description: str
-    variables: tuple[Variable, ...]
+    variables: tuple[Variable | TextBox, ...]
     panels: tuple[Panel, ...]
     annotations: tuple[tuple[str, str], ...] = ()  # (name, SQL returning time, text)
     datasource: Mapping[str, str] = field(default_factory=lambda: DATASOURCE_REF)
@@ -172,7 +182,9 @@ def _panel(dashboard: Dashboard, panel: Panel, panel_id: int, grid: dict[str, in
     }
 
 
-def _variable(variable: Variable) -> dict[str, Any]:
+def _variable(variable: Variable | TextBox) -> dict[str, Any]:
+    if isinstance(variable, TextBox):
+        return _text_box(variable)
     return {
         "type": "query",
         "name": variable.name,
@@ -188,6 +200,19 @@ def _variable(variable: Variable) -> dict[str, Any]:
         "refresh": 2 if variable.refresh_on_time else 1,
         "sort": 1,
         "regex": "",
+        "hide": 0,
+    }
+
+
+def _text_box(box: TextBox) -> dict[str, Any]:
+    value = {"selected": True, "text": box.default, "value": box.default}
+    return {
+        "type": "textbox",
+        "name": box.name,
+        "label": box.label,
+        "query": box.default,
+        "current": value,
+        "options": [value],
         "hide": 0,
     }
 

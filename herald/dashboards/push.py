@@ -28,7 +28,7 @@ def push_dashboards(
     clickhouse_host: str | None = None,
     timeout_s: float = 10.0,
 ) -> str:
-    """Create or update the data source, the Herald folder and the six dashboards.
+    """Create or update the data source, the Herald folder and the dashboards.
 
     `url` may carry basic auth (http://admin:admin@localhost:3000) when `token` is None.
     The data source points at the ClickHouse server of `clickhouse_dsn` (http://user:pass@

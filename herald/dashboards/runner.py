@@ -13,7 +13,7 @@ from typing import Any
 from clickhouse_connect.driver import Client
 
 from herald.dashboards.macros import ALL, QueryContext, VariableState, expand
-from herald.dashboards.model import Dashboard
+from herald.dashboards.model import Dashboard, TextBox
 
 # Picks a variable's current value from its options: ALL, one value or a list.
 Chooser = Callable[[str, Sequence[str]], str | Sequence[str]]
@@ -68,10 +68,14 @@ def resolve_variables(
     end: datetime,
     choose: Chooser,
 ) -> QueryContext:
-    """Run each variable's query in order (later ones may use earlier ones) and pick values."""
+    """Run each variable's query in order (later ones may use earlier ones) and pick values.
+    A text box has nothing to choose from: it holds its default, what a user would type."""
     interval = interval_for(start, end)
     states: dict[str, VariableState] = {}
     for variable in dashboard.variables:
+        if isinstance(variable, TextBox):
+            states[variable.name] = VariableState(variable.default, (variable.default,))
+            continue
         ctx = QueryContext(start, end, interval, dict(states))
         options = [str(row[0]) for row in run_sql(client, expand(variable.sql, ctx)).rows]
         states[variable.name] = VariableState(choose(variable.name, options), options)

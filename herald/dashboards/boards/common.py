@@ -1,4 +1,4 @@
-"""SQL fragments and variables the six dashboards share.
+"""SQL fragments and variables the dashboards share.
 
 Stats tables hold one partial row per aggregation shard: every query reads them with FINAL
 and sums over shards. Histograms are log buckets (herald.model.schema): bucket b stands for

@@ -2,7 +2,7 @@
 
 Each migration is one named step, applied once, in order, and recorded in `schema_migrations`.
 Released migrations never change: a schema change is a new step, with a new version, in the
-module of the feature that needs it (`base` holds 1-13).
+module of the feature that needs it (`base` holds 1-13, `search` 20-21).
 Statements are idempotent (IF NOT EXISTS / OR REPLACE), so a step interrupted between its DDL
 and its record, or run by two sinks at once, is safe to run again.
 
@@ -18,13 +18,13 @@ import re
 
 from clickhouse_connect.driver import Client
 
-from herald.sinks.migrations import base, reach
+from herald.sinks.migrations import base, reach, search
 from herald.sinks.migrations.step import Migration
 
 log = logging.getLogger(__name__)
 # One module per feature that changed the schema; versions are unique and increasing.
 MIGRATIONS: tuple[Migration, ...] = tuple(
-    sorted(base.STEPS + reach.STEPS, key=lambda m: m.version)
+    sorted((*base.STEPS, *reach.STEPS, *search.STEPS), key=lambda m: m.version)
 )
 
 _LEDGER = """

@@ -79,16 +79,18 @@ def by_minute(herald: Herald) -> dict[tuple[str, str, str], Counter[str]]:
     return {(r["tenant_id"], r["broadcast_id"], r["minute"]): _counters(r) for r in rows}
 
 
-def reach(herald: Herald) -> tuple[dict[tuple[str, str], tuple[int, int]],
+def reach(herald: Herald) -> tuple[dict[tuple[str, str], tuple[int, int, int]],
                                    dict[tuple[str, str, str], tuple[int, int]]]:  # fmt: skip
-    """Distinct recipients delivered and read per broadcast, and per broadcast and channel."""
+    """Distinct recipients delivered, read (and responded) per broadcast; delivered and read
+    per broadcast and channel."""
     per_broadcast = herald.query("SELECT tenant_id, broadcast_id, recipients_delivered AS d,"
-                                 " recipients_read AS r FROM broadcast_summary")  # fmt: skip
+                                 " recipients_read AS r, recipients_responded AS a"
+                                 " FROM broadcast_summary")  # fmt: skip
     per_channel = herald.query("SELECT tenant_id, broadcast_id, channel, recipients_delivered"
                                " AS d, recipients_read AS r FROM broadcast_channel_summary")
     return (
-        {(r["tenant_id"], r["broadcast_id"]): (int(r["d"]), int(r["r"]))
-         for r in per_broadcast if int(r["d"]) or int(r["r"])},
+        {(r["tenant_id"], r["broadcast_id"]): (int(r["d"]), int(r["r"]), int(r["a"]))
+         for r in per_broadcast if int(r["d"]) or int(r["r"]) or int(r["a"])},
         {(r["tenant_id"], r["broadcast_id"], r["channel"]): (int(r["d"]), int(r["r"]))
          for r in per_channel if int(r["d"]) or int(r["r"])},
     )  # fmt: skip

@@ -33,9 +33,9 @@ BOARDS = [pytest.param(load(d.uid), id=d.uid) for d in DASHBOARDS]
 ALL_BOARDS = [*BOARDS, pytest.param(load(RUNTIME.uid), id=RUNTIME.uid)]
 
 
-def test_seven_dashboards_with_unique_uids_and_titles() -> None:
-    assert len(DASHBOARDS) == 7
-    assert len({d.uid for d in DASHBOARDS}) == len({d.title for d in DASHBOARDS}) == 7
+def test_eight_dashboards_with_unique_uids_and_titles() -> None:
+    assert len(DASHBOARDS) == 8
+    assert len({d.uid for d in DASHBOARDS}) == len({d.title for d in DASHBOARDS}) == 8
 
 
 def test_committed_files_match_the_code(tmp_path: Path) -> None:

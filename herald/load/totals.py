@@ -65,7 +65,7 @@ class Totals:
     region_latency: dict[RegionMinute, Histogram] = field(default_factory=dict)
     region_time_to_read: dict[RegionMinute, Histogram] = field(default_factory=dict)
     lifecycles: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    # (tenant, broadcast, channel) -> "delivered" / "read" -> the users (SPEC §6 reach)
+    # (tenant, broadcast, channel) -> "delivered" / "read" / "responded" -> the users (reach)
     reach: dict[tuple[str, str, str], dict[str, set[str]]] = field(default_factory=dict)
     valid: int = 0  # distinct (tenant_id, event_id)
     duplicates: int = 0  # valid messages beyond the first of their (tenant_id, event_id)
@@ -78,14 +78,15 @@ class Totals:
         """A window is final once the table watermark passed its end plus grace."""
         return epoch_ms(minute + WINDOW) + self.grace_s * 1000 <= watermark_ms
 
-    def recipients(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(tenant, broadcast) -> distinct users delivered and read, on any channel."""
+    def recipients(self) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(tenant, broadcast) -> distinct users delivered, read and responded, any channel."""
         users: dict[tuple[str, str], dict[str, set[str]]] = {}
         for (tenant, broadcast, _), by_kind in self.reach.items():
-            into = users.setdefault((tenant, broadcast), {"delivered": set(), "read": set()})
+            into = users.setdefault((tenant, broadcast), _no_users())
             for kind, who in by_kind.items():
                 into[kind] |= who
-        return {key: (len(u["delivered"]), len(u["read"])) for key, u in users.items()}
+        return {key: (len(u["delivered"]), len(u["read"]), len(u["responded"]))
+                for key, u in users.items()}  # fmt: skip
 
     def channel_recipients(self) -> dict[tuple[str, str, str], tuple[int, int]]:
         """(tenant, broadcast, channel) -> distinct users delivered and read on it."""
@@ -185,10 +186,13 @@ def _count(totals: Totals, event: dict[str, Any]) -> None:
         totals.by_region_minute.setdefault((tenant, region, channel, minute), Counter()),
     ):
         counters.update(_counter_names(event))
-    if event["type"] in ("delivered", "read"):
-        users = totals.reach.setdefault((tenant, broadcast, channel or ""),
-                                        {"delivered": set(), "read": set()})  # fmt: skip
+    if event["type"] in ("delivered", "read", "responded"):
+        users = totals.reach.setdefault((tenant, broadcast, channel or ""), _no_users())
         users[event["type"]].add(event["user_id"])
+
+
+def _no_users() -> dict[str, set[str]]:
+    return {"delivered": set(), "read": set(), "responded": set()}
 
 
 def _histograms(totals: Totals, events: list[dict[str, Any]]) -> None:

@@ -98,6 +98,18 @@ class _Broadcast:
     items: list[Item] = field(default_factory=list)
 
 
+FORMATS = ("text", "markdown", "html", "media")
+
+
+def _targeting(roll: float, rng: random.Random) -> dict[str, Any]:
+    """Every mode of SPEC §2: a segment, a list of users, or everyone."""
+    if roll < 0.4:
+        return {"mode": "segment", "segment": rng.choice(("beta", "staff", "eu"))}
+    if roll < 0.55:
+        return {"mode": "users", "user_ids": [f"u{rng.randrange(1000):06d}" for _ in range(3)]}
+    return {"mode": "all"}
+
+
 def _new_broadcast(world: World, index: int, t0: int) -> _Broadcast:
     rng = world.rng
     tenant = world.tenants[index % len(world.tenants)]
@@ -110,10 +122,8 @@ def _new_broadcast(world: World, index: int, t0: int) -> _Broadcast:
         "priority": priority,
         "channels": list(channels),
         "target_count": world.sc.users_per_broadcast,
-        "targeting": {"mode": "segment", "segment": rng.choice(("beta", "staff", "eu"))}
-        if rng.random() < 0.4
-        else {"mode": "all"},
-        "content_format": "interactive" if poll else rng.choice(("text", "markdown", "html")),
+        "targeting": _targeting(rng.random(), rng),
+        "content_format": "interactive" if poll else rng.choice(FORMATS),
         "language": rng.choice(LANGUAGES),
         "title": f"{'Poll' if poll else 'Announcement'} {index} ({priority})",
     }

@@ -23,19 +23,20 @@ TIME_TO_READ = LATENCY + 1
 RETRIES = INDEX["retries_scheduled"]
 DEAD_LETTERED = INDEX["dead_lettered"]
 # Appended after the histograms: an aggregate stored before reach existed is a prefix.
-RECIPIENTS = {"delivered": TIME_TO_READ + 1, "read": TIME_TO_READ + 2}
+RECIPIENTS = {"delivered": TIME_TO_READ + 1, "read": TIME_TO_READ + 2,
+              "responded": TIME_TO_READ + 5}  # fmt: skip
 BY_CHANNEL = {"delivered": TIME_TO_READ + 3, "read": TIME_TO_READ + 4}
 
 Aggregate = list[Any]
 
 
 def new() -> Aggregate:
-    return [0] * len(COUNTERS) + [{}, {}, 0, 0, {}, {}]
+    return [0] * len(COUNTERS) + [{}, {}, 0, 0, {}, {}, 0]
 
 
 def upgrade(agg: Aggregate) -> Aggregate:
     """An aggregate as stored by an earlier version, completed to today's layout."""
-    if len(agg) <= BY_CHANNEL["read"]:
+    if len(agg) <= RECIPIENTS["responded"]:
         agg.extend(new()[len(agg) :])
     return agg
 
@@ -45,7 +46,7 @@ def add_recipient(agg: Aggregate, kind: str, channel: str | None, first: bool) -
     channel. `channel` None: an aggregate that already is per channel (a region's)."""
     if first:
         agg[RECIPIENTS[kind]] += 1
-    if channel is not None:
+    if channel is not None and kind in BY_CHANNEL:
         counts = agg[BY_CHANNEL[kind]]
         counts[channel] = counts.get(channel, 0) + 1
 
@@ -78,6 +79,7 @@ def to_row(agg: Aggregate, by_channel: bool = False) -> dict[str, Any]:
     row["time_to_read_hist"] = agg[TIME_TO_READ]
     for kind, index in RECIPIENTS.items():
         row[f"recipients_{kind}"] = agg[index]
-        if by_channel:
-            row[f"channel_recipients_{kind}"] = agg[BY_CHANNEL[kind]]
+    if by_channel:
+        for kind, index in BY_CHANNEL.items():
+            row[f"channel_recipients_{kind}"] = agg[index]
     return row

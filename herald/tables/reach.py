@@ -1,9 +1,10 @@
 """Exact distinct recipients per broadcast (SPEC §6 `recipients_delivered`, `recipients_read`).
 
 A recipient is a user. One RocksDB key per (tenant, broadcast, user) holds a bit mask: bit c
-once a `delivered` on channel c was counted, bit 8 + c for a `read`. A batch reads the masks
-of the users it touches in one multi-get and writes back those it changed, so memory stays
-flat however large the audience: RocksDB holds it, not a Python set. The first bit of a kind
+once a `delivered` on channel c was counted, bit 8 + c for a `read`, 16 + c for a
+`responded` (a poll answer or a button). A batch reads the masks of the users it touches in
+one multi-get and writes back those it changed, so memory stays flat however large the
+audience: RocksDB holds it, not a Python set. The first bit of a kind
 makes the user a recipient of the broadcast, the first bit of a channel a recipient on that
 channel; each is counted into the window of the event that set it, so the sums over windows
 are the exact distinct counts, under the same dedup and lateness rules as every counter.
@@ -22,7 +23,7 @@ from herald.model.event import Event
 from herald.tables.store import Change, ShardStore
 
 MASKS, LAST = b"r", b"t"
-SHIFT = {"delivered": 0, "read": 8}  # the event types that reach a recipient
+SHIFT = {"delivered": 0, "read": 8, "responded": 16}  # the event types that reach a recipient
 CHANNEL_BITS = {channel: 1 << i for i, channel in enumerate(CHANNELS)}
 UNKNOWN_CHANNEL = 1 << 7  # acks may omit their channel: still one recipient
 MINUTE_MS = 60_000

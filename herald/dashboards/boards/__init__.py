@@ -1,6 +1,8 @@
-"""The seven Herald dashboards, in the order Grafana's dashboard list and the report show them."""
+"""The eight Herald dashboards on ClickHouse, in the order Grafana's dashboard list and the
+report show them (the Prometheus one, Runtime, is in boards/runtime.py)."""
 
 from herald.dashboards.boards.broadcast import BROADCAST_DRILLDOWN
+from herald.dashboards.boards.engagement import ENGAGEMENT
 from herald.dashboards.boards.escalations import ESCALATIONS
 from herald.dashboards.boards.overview import OVERVIEW
 from herald.dashboards.boards.pipeline import PIPELINE
@@ -13,6 +15,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
     OVERVIEW,
     BROADCAST_DRILLDOWN,
     REGIONS,
+    ENGAGEMENT,
     RETRIES,
     ESCALATIONS,
     PIPELINE,

@@ -98,14 +98,18 @@ BROADCAST_DRILLDOWN = Dashboard(
             description="Read ack time minus the broadcast's sent time.",
         ),
         Panel(
-            "Poll answers and clicks by action",
+            "Poll results",
             "barchart",
-            "SELECT action_id, countIf(type = 'responded') AS responses,"
-            " countIf(type = 'clicked') AS clicks"
-            f" {_RAW} AND type IN ('responded', 'clicked') AND action_id != ''"
-            " GROUP BY action_id ORDER BY responses + clicks DESC LIMIT 20",
+            "SELECT action_id, sum(r) AS responders,"
+            " round(sum(r) / nullIf(any(total), 0), 4) AS share, sum(c) AS clicks"
+            " FROM (SELECT action_id, responders AS r, clicks AS c,"
+            " sum(responders) OVER () AS total FROM poll_results"
+            f" WHERE {TENANT} AND {BROADCAST})"
+            " GROUP BY action_id ORDER BY responders DESC, clicks DESC LIMIT 20",
             width=24,
             options={"xField": "action_id"},
+            description="Distinct responders per option and each option's share of them;"
+            " clicks on buttons (view poll_results).",
         ),
     ),
 )

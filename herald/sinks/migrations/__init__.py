@@ -18,14 +18,13 @@ import re
 
 from clickhouse_connect.driver import Client
 
-from herald.sinks.migrations import base, reach, search
+from herald.sinks.migrations import base, engagement, reach, search
 from herald.sinks.migrations.step import Migration
 
 log = logging.getLogger(__name__)
 # One module per feature that changed the schema; versions are unique and increasing.
-MIGRATIONS: tuple[Migration, ...] = tuple(
-    sorted((*base.STEPS, *reach.STEPS, *search.STEPS), key=lambda m: m.version)
-)
+_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *engagement.STEPS)
+MIGRATIONS: tuple[Migration, ...] = tuple(sorted(_STEPS, key=lambda m: m.version))
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -13,10 +13,13 @@ from herald.sinks.migrations.step import Migration
 _RECIPIENTS = """recipients_delivered UInt64 DEFAULT 0
         COMMENT 'users first delivered in this window',
     ADD COLUMN IF NOT EXISTS recipients_read UInt64 DEFAULT 0
-        COMMENT 'users first read in this window'"""
+        COMMENT 'users first read in this window',
+    ADD COLUMN IF NOT EXISTS recipients_responded UInt64 DEFAULT 0
+        COMMENT 'users whose first response (poll answer, button) is in this window'"""
 _RECIPIENT_SUMS = """,
         sum(recipients_delivered) AS recipients_delivered,
-        sum(recipients_read) AS recipients_read"""
+        sum(recipients_read) AS recipients_read,
+        sum(recipients_responded) AS recipients_responded"""
 
 STEPS: tuple[Migration, ...] = (
     Migration(
@@ -58,9 +61,10 @@ SELECT
     tenant_id,
     broadcast_id,
     {COUNTER_NAMES},
-    recipients_delivered, recipients_read,
+    recipients_delivered, recipients_read, recipients_responded,
     recipients_delivered / nullIf(target_count, 0) AS delivery_rate,
     recipients_read / nullIf(recipients_delivered, 0) AS read_rate,
+    recipients_responded / nullIf(recipients_delivered, 0) AS response_rate,
     failed / nullIf(delivered + failed, 0) AS failure_rate,{PERCENTILES},
     status, priority, channels, target_count, targeting_mode, segment, content_format,
     language, ack_deadline_s, expires_at, created_at, scheduled_at, sent_at, completed_at,
@@ -82,7 +86,7 @@ SELECT
     region,
     channel,
     {COUNTER_NAMES},
-    recipients_delivered, recipients_read,
+    recipients_delivered, recipients_read, recipients_responded,
     delivered / nullIf(delivered + failed + expired, 0) AS delivery_rate,
     read / nullIf(delivered, 0) AS read_rate,
     failed / nullIf(delivered + failed, 0) AS failure_rate,{PERCENTILES},

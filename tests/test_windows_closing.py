@@ -48,12 +48,13 @@ def partition(msg: SimEvent) -> int:
 def late_copies(messages: list[SimEvent]) -> list[SimEvent]:
     """New deliveries (fresh ids) in minutes 4 and 5: closed once every partition is idle."""
     lo, hi = SCENARIO.start_ms + 200_000, SCENARIO.start_ms + 300_000
-    late = []
+    late: dict[str, SimEvent] = {}  # by id: a simulated duplicate is copied once
     for msg in messages:
         if msg.topic == topics.DELIVERIES and msg.event and lo <= ts_of(msg) < hi:
             event = {**msg.event, "event_id": msg.event["event_id"] + "-late"}
-            late.append(SimEvent(msg.topic, msg.key, orjson.dumps(event), event))
-    return late[:300]
+            late.setdefault(event["event_id"], SimEvent(msg.topic, msg.key, orjson.dumps(event),
+                                                        event))  # fmt: skip
+    return list(late.values())[:300]
 
 
 def final_flags(herald: Herald) -> dict[tuple[str, str, str], int]:

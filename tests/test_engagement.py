@@ -66,3 +66,14 @@ def test_dimension_summary_sums_exact_reach_by_priority_and_channel(
     assert {(t, d, v): int(n) for t, d, v, n, _ in rows if int(n)} == +want
     # Reach over users targeted: at most 1, since the simulator sends only to its targets.
     assert all(rate is None or 0 < rate <= 1 for *_, rate in rows)
+
+
+def test_every_broadcast_reaches_at_most_its_target(pipeline_clickhouse: Client) -> None:
+    """delivery_rate is users reached over users targeted (the simulator sends only to its
+    targets): at most 1, where delivered / target_count passed 1.6 before reach."""
+    rows = pipeline_clickhouse.query(
+        "SELECT delivery_rate, delivered / nullIf(target_count, 0) AS per_send"
+        " FROM broadcast_summary WHERE target_count > 0"
+    ).result_rows
+    assert rows and all(0 <= rate <= 1 for rate, _ in rows)
+    assert max(per_send for _, per_send in rows) > 1  # the old ratio would not have held

@@ -118,6 +118,13 @@ def http_status(process: HeraldProcess, page: str, token: str | None) -> int:
         return exc.code
 
 
+def test_faust_table_pages_are_off(running: HeraldProcess) -> None:
+    for page in ("/table/", "/router/"):
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{running.settings.web_port}{page}")
+        assert missing.value.code == 404
+
+
 def test_the_token_is_never_shown(running: HeraldProcess) -> None:
     assert TOKEN not in herald(running, "--help").stdout
     status = herald(running, "status")

@@ -169,6 +169,10 @@ def create_app(settings: Settings, role: str) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_enabled=True,
+        # Faust's own pages would show its tables' contents (escalation state) to anyone
+        # reaching the port, token or not; Herald uses neither.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         topic_replication_factor=1,
         # Static membership, as for Herald's own consumers: a restarted worker is back at once.
         consumer_group_instance_id=f"faust-{socket.gethostname()}-{settings.web_port}",

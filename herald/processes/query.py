@@ -1,7 +1,9 @@
-"""`herald query`: SQL against the configured ClickHouse.
+"""`herald query` and `herald report`: read-only SQL against the configured ClickHouse.
 
 In embedded mode the running `herald run` holds chDB (one process per data directory), so the
-SQL goes to its `/query` page; with no such process running, chDB is opened here directly.
+SQL goes to its `/query` page (with HERALD_WEB_TOKEN when set); with no such process running,
+chDB is opened here directly. Either way it runs on a read-only client, scoped to a tenant
+when asked (herald.sinks.readers).
 """
 
 from __future__ import annotations

@@ -141,6 +141,12 @@ def test_reads_still_work(dsn: str) -> None:
     assert refusal(dsn, "SELECT nope FROM nowhere").startswith("Unknown table expression")
 
 
+def test_a_tenant_sees_no_other_session_in_the_process_list(dsn: str) -> None:
+    processes = "SELECT count() AS n FROM system.processes"
+    assert rows(dsn, processes) == [{"n": 1}]  # this very query
+    assert rows(dsn, processes, "acme") == [{"n": 0}]
+
+
 def test_a_bad_tenant_is_bad_input(dsn: str) -> None:
     with pytest.raises(BadInput, match="--tenant"), readers.reader(dsn, "x' OR 1 --"):
         pass

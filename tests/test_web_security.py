@@ -108,7 +108,7 @@ def test_a_missing_or_wrong_token_is_refused(running: HeraldProcess, token: str 
 
 def http_status(process: HeraldProcess, page: str, token: str | None) -> int:
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    data = b"SELECT 1" if page in ("/query", "/report") else None
+    data = b"SELECT 1" if page.split("?")[0] in ("/query", "/report") else None
     url = f"http://127.0.0.1:{process.settings.web_port}{page}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as r:
@@ -150,6 +150,9 @@ def test_a_tenant_query_naming_another_tenant_returns_nothing(running: HeraldPro
     assert result.stdout == ""
     result = herald(running, "query", "--tenant", mine, sql.format(mine))
     assert {orjson.loads(line)["tenant_id"] for line in result.stdout.splitlines()} == {mine}
+    empty = herald(running, "query", "--tenant", "", sql.format(other))
+    assert empty.returncode == 2 and empty.stderr.startswith("herald: --tenant ''"), empty.stderr
+    assert http_status(running, "/query?tenant=", TOKEN) == 400  # not "every tenant"
 
 
 def test_report_and_search_for_a_tenant_hold_no_other_tenants_ids(

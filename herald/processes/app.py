@@ -219,7 +219,7 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
             await pipeline.ready.wait()
             body = (await self.read_request_content(request)).decode()
             try:
-                return await self.answer(body, request.query.get("tenant") or None)
+                return await self.answer(body, request.query.get("tenant"))
             except Exception as exc:  # the caller's SQL, tenant or path was wrong
                 return self.bytes(orjson.dumps({"error": str(exc).splitlines()[0]}), status=400)
 

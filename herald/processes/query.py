@@ -34,6 +34,8 @@ def run_query(settings: Settings, sql: str, tenant: str | None = None) -> str:
     """ClickHouse's answer to one read statement (herald.sinks.readers: read-only, and with
     `tenant` only that tenant's rows)."""
     sql = with_format(sql)
+    if tenant is not None:
+        readers.check_tenant(tenant)  # here too: an empty one must not mean "every tenant"
     if settings.embedded_clickhouse:
         answer = ask_running_process(settings, sql, tenant)
         if answer is not None:
@@ -53,7 +55,7 @@ def ask_running_process(settings: Settings, sql: str, tenant: str | None = None)
 
 
 def _page(path: str, tenant: str | None) -> str:
-    return path + (f"?tenant={urllib.parse.quote(tenant)}" if tenant else "")
+    return path if tenant is None else f"{path}?tenant={urllib.parse.quote(tenant)}"
 
 
 def post_to_running_process(settings: Settings, page: str, body: bytes) -> str | None:
@@ -97,6 +99,8 @@ def quote(text: str) -> str:
 def write_report(settings: Settings, path: Path, tenant: str | None = None) -> Path:
     """`herald report`: by the running process in embedded mode, else here."""
     path = path.resolve()
+    if tenant is not None:
+        readers.check_tenant(tenant)
     if settings.embedded_clickhouse:
         page = _page("/report", tenant)
         if post_to_running_process(settings, page, str(path).encode()) is not None:

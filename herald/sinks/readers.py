@@ -36,7 +36,7 @@ DATA_TABLE_FUNCTIONS = frozenset({
     "numbers", "numbers_mt", "zeros", "zeros_mt", "generate_series", "generateseries",
     "values", "view", "format", "null", "generaterandom", "primes",
 })  # fmt: skip
-_FUNCTION = re.compile(r"^( *)Function (\w+)")
+_FUNCTION = re.compile(r"^ *Function (\w+)")
 _TENANT = re.compile(TENANT_PATTERN)
 # Other sessions' SQL (with their tenant literals) would show here: a tenant sees none.
 _HIDDEN_SYSTEM_TABLES = ("system.processes",)
@@ -57,6 +57,7 @@ def reader(dsn: str, tenant: str | None = None) -> Iterator[Client]:
 
 
 def check_tenant(tenant: str) -> str:
+    """`tenant` if it is a tenant id of the contract (SPEC §2), else BadInput."""
     if len(tenant) > TENANT_MAX or not _TENANT.fullmatch(tenant):
         raise BadInput(f"--tenant {tenant!r}: 1 to {TENANT_MAX} characters of A-Z a-z 0-9 . _ -")
     return tenant
@@ -107,9 +108,9 @@ def _check_read(client: Client, statement: str) -> None:
     blocked = _table_functions(client) - DATA_TABLE_FUNCTIONS | {"file"}
     for line in tree:
         found = _FUNCTION.match(line)
-        if found and found.group(2).lower() in blocked:
+        if found and found.group(1).lower() in blocked:
             raise HeraldError(
-                f"refused: {found.group(2)}() reads outside the tables a query may read"
+                f"refused: {found.group(1)}() reads outside the tables a query may read"
             )
 
 

@@ -129,13 +129,15 @@ def db_migrate(ctx: click.Context) -> None:
 
 @main.command()
 @click.argument("sql")
+@click.option("--tenant", default=None, help="see only this tenant's rows (ClickHouse enforces it)")
 @click.pass_context
 @one_line_errors
-def query(ctx: click.Context, sql: str) -> None:
-    """Run SQL on ClickHouse (through the running `herald run` in embedded mode)."""
+def query(ctx: click.Context, sql: str, tenant: str | None) -> None:
+    """Run one read-only SQL statement on ClickHouse (through the running `herald run` in
+    embedded mode): SELECT, WITH, SHOW, DESCRIBE, EXISTS or EXPLAIN."""
     from herald.processes.query import run_query
 
-    click.echo(run_query(_settings(ctx), sql), nl=False)
+    click.echo(run_query(_settings(ctx), sql, tenant), nl=False)
 
 
 @main.command()
@@ -147,7 +149,7 @@ def escalations(ctx: click.Context, history: bool, tenant: str | None) -> None:
     """The open escalations: rule, subject, level, since, value against threshold."""
     from herald.processes.query import escalations_sql, run_query
 
-    click.echo(run_query(_settings(ctx), escalations_sql(history, tenant)), nl=False)
+    click.echo(run_query(_settings(ctx), escalations_sql(history, tenant), tenant), nl=False)
 
 
 @main.command()

@@ -9,7 +9,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -177,6 +185,10 @@ class Settings(BaseSettings):
     web_host: str = Field(
         "127.0.0.1", description="address the web port binds (0.0.0.0 for a scraper elsewhere)"
     )
+    web_token: SecretStr | None = Field(
+        None, description="bearer token /query and /report require (unset: no token asked)"
+    )
+    web_token_metrics: bool = Field(False, description="/metrics requires HERALD_WEB_TOKEN too")
     metrics_enabled: bool = Field(True, description="serve Prometheus metrics at /metrics")
     log_format: Literal["human", "json"] = Field(
         "human", description="worker logs: human, or json (one object per line)"

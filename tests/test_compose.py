@@ -132,7 +132,7 @@ def test_volumes_exist() -> None:
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
-                assert (REPO / source).is_dir(), f"{name} mounts missing {source}"
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
             else:
                 assert source in declared, f"{name} uses undeclared volume {source}"
     assert "volumes" not in SERVICES["worker"], "replicas must not share a RocksDB directory"

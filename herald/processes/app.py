@@ -20,11 +20,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import generate_latest
 
 from herald.config import Settings
-from herald.dashboards.report import render_report
 from herald.kafka import admin, clients
 from herald.kafka.loop import LoopService
 from herald.model import topics
+from herald.processes import webtoken
 from herald.processes.ingest_children import IngestProcesses
+from herald.processes.query import answer_here, report_here
 from herald.sinks import migrations
 from herald.sinks.service import ClickHouseWriter, SinkService
 from herald.streams import escalate
@@ -168,6 +169,10 @@ def create_app(settings: Settings, role: str) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_enabled=True,
+        # Faust's own pages would show its tables' contents (escalation state) to anyone
+        # reaching the port, token or not; Herald uses neither.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         topic_replication_factor=1,
         # Static membership, as for Herald's own consumers: a restarted worker is back at once.
         consumer_group_instance_id=f"faust-{socket.gethostname()}-{settings.web_port}",
@@ -182,6 +187,8 @@ def create_app(settings: Settings, role: str) -> faust.App:
 
 
 def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
+    settings = pipeline.settings
+
     @app.page("/health")
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return self.json({"role": pipeline.role, "ok": True})
@@ -195,49 +202,50 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
 
         @app.page("/metrics")
         async def scrape(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            if settings.web_token_metrics and not _authorized(settings, request):
+                return _unauthorized(self)
             return self.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
 
     class ClickHousePage(faust.web.View):
-        """A POST answered by the process that holds ClickHouse (chDB: one per data dir);
-        errors come back as one line."""
+        """A POST answered by the process that holds ClickHouse (chDB: one per data dir),
+        on a read-only client of its own (herald.sinks.readers); errors come back as one
+        line. `?tenant=T` scopes the answer to tenant T."""
 
         async def post(self, request: faust.web.Request) -> faust.web.Response:
-            writer = pipeline.writer
-            if writer is None:
+            if not _authorized(settings, request):
+                return _unauthorized(self)
+            if pipeline.writer is None:
                 return self.error(404, "this process does not hold ClickHouse")
             await pipeline.ready.wait()
             body = (await self.read_request_content(request)).decode()
             try:
-                return await self.answer(writer, body, request)
-            except Exception as exc:  # the caller's SQL or path was wrong
+                return await self.answer(body, request.query.get("tenant"))
+            except Exception as exc:  # the caller's SQL, tenant or path was wrong
                 return self.bytes(orjson.dumps({"error": str(exc).splitlines()[0]}), status=400)
 
-        async def answer(
-            self, writer: ClickHouseWriter, body: str, request: faust.web.Request
-        ) -> faust.web.Response:
+        async def answer(self, body: str, tenant: str | None) -> faust.web.Response:
             raise NotImplementedError
 
     @app.page("/query")
     class Query(ClickHousePage):
         """POST SQL, get ClickHouse's answer in the format the SQL names."""
 
-        async def answer(
-            self, writer: ClickHouseWriter, body: str, request: faust.web.Request
-        ) -> faust.web.Response:
-            result = await writer.run(_raw_query, body)
+        async def answer(self, body: str, tenant: str | None) -> faust.web.Response:
+            result = await asyncio.to_thread(answer_here, settings.dsn, body, tenant)
             return self.bytes(result, content_type="application/octet-stream")
 
     @app.page("/report")
     class Report(ClickHousePage):
-        """POST an output path (and ?tenant=): this process writes the HTML report there."""
+        """POST an output path: this process writes the HTML report there."""
 
-        async def answer(
-            self, writer: ClickHouseWriter, body: str, request: faust.web.Request
-        ) -> faust.web.Response:
-            tenant = request.query.get("tenant") or None
-            written = await writer.run(render_report, Path(body), tenant)
+        async def answer(self, body: str, tenant: str | None) -> faust.web.Response:
+            written = await asyncio.to_thread(report_here, settings.dsn, Path(body), tenant)
             return self.json({"path": str(written)})
 
 
-def _raw_query(client: Any, sql: str) -> bytes:
-    return bytes(client.raw_query(sql))
+def _authorized(settings: Settings, request: faust.web.Request) -> bool:
+    return webtoken.authorized(settings, request.headers.get("Authorization"))
+
+
+def _unauthorized(view: faust.web.View) -> faust.web.Response:
+    return view.error(401, webtoken.REFUSED, headers={"WWW-Authenticate": "Bearer"})

@@ -1,7 +1,9 @@
-"""`herald query`: SQL against the configured ClickHouse.
+"""`herald query` and `herald report`: read-only SQL against the configured ClickHouse.
 
 In embedded mode the running `herald run` holds chDB (one process per data directory), so the
-SQL goes to its `/query` page; with no such process running, chDB is opened here directly.
+SQL goes to its `/query` page (with HERALD_WEB_TOKEN when set); with no such process running,
+chDB is opened here directly. Either way it runs on a read-only client, scoped to a tenant
+when asked (herald.sinks.readers).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import orjson
 
 from herald.config import Settings
 from herald.errors import HeraldError
-from herald.sinks import clickhouse
+from herald.processes import webtoken
+from herald.sinks import readers
 
 DEFAULT_FORMAT = "PrettyCompactMonoBlock"
 _HAS_FORMAT = re.compile(r"\bFORMAT\s+\w+\s*;?\s*$", re.IGNORECASE)
@@ -27,30 +30,40 @@ def with_format(sql: str) -> str:
     return sql if _HAS_FORMAT.search(sql) else f"{sql} FORMAT {DEFAULT_FORMAT}"
 
 
-def run_query(settings: Settings, sql: str) -> str:
+def run_query(settings: Settings, sql: str, tenant: str | None = None) -> str:
+    """ClickHouse's answer to one read statement (herald.sinks.readers: read-only, and with
+    `tenant` only that tenant's rows)."""
     sql = with_format(sql)
+    if tenant is not None:
+        readers.check_tenant(tenant)  # here too: an empty one must not mean "every tenant"
     if settings.embedded_clickhouse:
-        answer = ask_running_process(settings, sql)
+        answer = ask_running_process(settings, sql, tenant)
         if answer is not None:
             return answer
-    client = clickhouse.connect(settings.dsn)
-    try:
-        return bytes(client.raw_query(sql)).decode()
-    except Exception as exc:
-        raise HeraldError(str(exc).splitlines()[0]) from None
-    finally:
-        client.close()
+    return answer_here(settings.dsn, sql, tenant).decode()
 
 
-def ask_running_process(settings: Settings, sql: str) -> str | None:
+def answer_here(dsn: str, sql: str, tenant: str | None) -> bytes:
+    """Read `sql` on a read-only client of this process's own."""
+    with readers.reader(dsn, tenant) as client:
+        return readers.read(client, sql)
+
+
+def ask_running_process(settings: Settings, sql: str, tenant: str | None = None) -> str | None:
     """The answer of the running `herald run`, or None when none listens."""
-    return post_to_running_process(settings, "/query", sql.encode())
+    return post_to_running_process(settings, _page("/query", tenant), sql.encode())
+
+
+def _page(path: str, tenant: str | None) -> str:
+    return path if tenant is None else f"{path}?tenant={urllib.parse.quote(tenant)}"
 
 
 def post_to_running_process(settings: Settings, page: str, body: bytes) -> str | None:
     """POST to a page of the running `herald run`; None when no such process listens."""
     url = f"http://127.0.0.1:{settings.web_port}{page}"
-    request = urllib.request.Request(url, data=body, method="POST")
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers=webtoken.headers(settings)
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return bytes(response.read()).decode()
@@ -86,14 +99,18 @@ def quote(text: str) -> str:
 def write_report(settings: Settings, path: Path, tenant: str | None = None) -> Path:
     """`herald report`: by the running process in embedded mode, else here."""
     path = path.resolve()
+    if tenant is not None:
+        readers.check_tenant(tenant)
     if settings.embedded_clickhouse:
-        page = "/report" + (f"?tenant={urllib.parse.quote(tenant)}" if tenant else "")
+        page = _page("/report", tenant)
         if post_to_running_process(settings, page, str(path).encode()) is not None:
             return path
+    return report_here(settings.dsn, path, tenant)
+
+
+def report_here(dsn: str, path: Path, tenant: str | None) -> Path:
+    """Write the report from a read-only client of this process's own (scoped to `tenant`)."""
     from herald.dashboards.report import render_report
 
-    client = clickhouse.connect(settings.dsn)
-    try:
+    with readers.reader(dsn, tenant) as client:
         return render_report(client, path, tenant)
-    finally:
-        client.close()

@@ -5,7 +5,8 @@ as written). Filters are equalities and a time range; every value from the user 
 the SQL as an escaped literal or a number.
 
 Tenants: with `tenant`, only that tenant's rows are read (the table's key starts with
-tenant_id) and returned; without it, results span tenants and each row names its tenant.
+tenant_id), and ClickHouse returns no other tenant's (herald.sinks.readers); without it,
+results span tenants and each row names its tenant.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def search(settings: Settings, request: SearchRequest, as_json: bool) -> str:
         # Opening chDB would create an empty database and answer "unknown table".
         raise HeraldError(f"no events stored under {settings.data_path}: start `herald run`,"
                           " or set HERALD_DATA_DIR to where it runs")  # fmt: skip
-    answer = run_query(settings, f"{sql} FORMAT JSONEachRow" if as_json else sql)
+    answer = run_query(settings, f"{sql} FORMAT JSONEachRow" if as_json else sql, request.tenant)
     # An empty table prints nothing at all: say so (JSON lines stay empty, for scripts).
     return answer or ("" if as_json else "no events match\n")
 

@@ -72,7 +72,9 @@ def write_batch(client: Client, batch: Batch) -> Inserted:
 
 
 class ClickHouseWriter:
-    """One ClickHouse client shared by the sink and `herald query` (chDB allows one per process).
+    """The sink's ClickHouse client, for its inserts and the migrations. People's queries
+    never use it: each gets a read-only client of its own (herald.sinks.readers), which
+    chDB allows on the same path in the same process.
 
     chDB has no async client: calls run in a thread, one at a time.
     """

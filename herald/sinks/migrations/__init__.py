@@ -2,7 +2,7 @@
 
 Each migration is one named step, applied once, in order, and recorded in `schema_migrations`.
 Released migrations never change: a schema change is a new step, with a new version, in the
-module of the feature that needs it (`base` holds 1-13, `search` 20-21).
+module of the feature that needs it (`base` holds 1-13, `search` 20-21, `tenancy` 30-33).
 Statements are idempotent (IF NOT EXISTS / OR REPLACE), so a step interrupted between its DDL
 and its record, or run by two sinks at once, is safe to run again.
 
@@ -18,14 +18,15 @@ import re
 
 from clickhouse_connect.driver import Client
 
-from herald.sinks.migrations import base, engagement, reach, search
+from herald.sinks.migrations import base, engagement, reach, search, tenancy
 from herald.sinks.migrations.step import Migration
 
 log = logging.getLogger(__name__)
 # One module per feature that changed the schema; versions are unique and increasing.
-_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *engagement.STEPS)
+_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *tenancy.STEPS, *engagement.STEPS)
 MIGRATIONS: tuple[Migration, ...] = tuple(sorted(_STEPS, key=lambda m: m.version))
 
+EMBEDDED_SKIP = " (skipped: embedded ClickHouse has no access control)"
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -49,14 +50,7 @@ def migrate(client: Client, raw_ttl_days: int = 30) -> list[str]:
     done = []
     for migration in MIGRATIONS:
         if migration.version not in applied:
-            log.info("applying migration %s", migration.label)
-            client.command(migration.sql)
-            client.insert(
-                "schema_migrations",
-                [[migration.version, migration.name]],
-                column_names=["version", "name"],
-            )
-            done.append(migration.label)
+            done.append(_apply(client, migration))
     if _raw_ttl_days(client) != raw_ttl_days:
         client.command(
             "ALTER TABLE events_raw"
@@ -64,6 +58,18 @@ def migrate(client: Client, raw_ttl_days: int = 30) -> list[str]:
         )
         done.append(f"events_raw TTL {raw_ttl_days} days")
     return done
+
+
+def _apply(client: Client, migration: Migration) -> str:
+    """Run one step and record it; what `migrate` reports of it."""
+    skipped = migration.server_only and client.uri.startswith("chdb:")
+    log.info("%s migration %s", "recording" if skipped else "applying", migration.label)
+    if not skipped:
+        client.command(migration.sql)
+    client.insert(
+        "schema_migrations", [[migration.version, migration.name]], column_names=["version", "name"]
+    )
+    return migration.label + (EMBEDDED_SKIP if skipped else "")
 
 
 def _raw_ttl_days(client: Client) -> int | None:

@@ -10,6 +10,9 @@ class Migration:
     version: int
     name: str
     sql: str
+    # Users, roles and row policies: chDB has no access control, so embedded mode records
+    # the step without running it.
+    server_only: bool = False
 
     @property
     def label(self) -> str:

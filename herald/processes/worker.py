@@ -13,7 +13,7 @@ from herald.config import Settings
 from herald.kafka import admin
 from herald.processes.app import ROLES, create_app, topics_to_create
 from herald.sinks import clickhouse
-from herald.telemetry import logs
+from herald.telemetry import logs, outage
 
 
 class HeraldWorker(faust.Worker):
@@ -28,6 +28,7 @@ class HeraldWorker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
         logs.install(logger, self.herald_settings.log_format, self.role)
+        outage.install()
 
 
 def preflight(settings: Settings, role: str) -> None:

@@ -81,6 +81,9 @@ class Paced:
                 produce(self.bootstrap, self.messages[n * i // steps : n * (i + 1) // steps])
             time.sleep(1.0)
 
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def pause(self) -> None:
         self._between_parts.acquire()
 

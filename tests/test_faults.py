@@ -130,7 +130,7 @@ def test_sink_down_for_half_a_minute_while_the_worker_goes_on(broker: str, tmp_p
     sink_port = local_broker.free_port()  # the same group member when it comes back
     worker = start("worker", tmp_path, broker)
     sink = start("sink", tmp_path, broker, web_port=sink_port)
-    stream = Paced(broker, messages, steps=30).start()
+    stream = Paced(broker, messages, steps=25).start()
     samples: list[tuple[float, dict[str, int], int, int]] = []
 
     def sample() -> None:

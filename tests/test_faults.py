@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -25,7 +28,7 @@ from herald.load.simulate import Scenario, generate
 from herald.load.totals import expected_totals
 from herald.processes.child import HeraldProcess
 from herald.telemetry.outage import CONNECTION_NOISE
-from tests.e2e import Paced, aggregates_end, assert_exact, kill_at
+from tests.e2e import Paced, aggregates_end, assert_exact, kill_at, produce
 from tests.harness import Herald, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -122,6 +125,19 @@ def group_lag(bootstrap: str, group: str) -> int:
     return asyncio.run(lag())
 
 
+def committed(bootstrap: str, group: str) -> dict[object, int]:
+    async def offsets() -> dict[object, int]:
+        admin_client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin_client.start()
+        try:
+            done = await admin_client.list_consumer_group_offsets(group)
+            return {tp: meta.offset for tp, meta in done.items()}
+        finally:
+            await admin_client.close()
+
+    return asyncio.run(offsets())
+
+
 def test_sink_down_for_half_a_minute_while_the_worker_goes_on(broker: str, tmp_path: Path) -> None:
     """The sink stops (SIGTERM) at 15 % and stays down until the worker has done everything
     produced meanwhile: the worker never waits for it, and the sink catches up exactly."""
@@ -156,3 +172,73 @@ def test_sink_down_for_half_a_minute_while_the_worker_goes_on(broker: str, tmp_p
     assert outage_s >= 20, "the outage was too short to mean anything"
     assert samples[-1][2] > samples[0][2] and samples[-1][3] > samples[0][3]
     assert max(max(lag.values(), default=0) for _, lag, _, _ in samples) < totals.valid / 4
+
+
+class Dropper:
+    """A port that accepts TCP connections and closes them at once (a server that is half
+    up, or a load balancer with nothing behind it)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Dropper:
+        self._thread.start()
+        server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
+        self._server: asyncio.AbstractServer = server
+        return self
+
+    async def _serve(self) -> asyncio.AbstractServer:
+        def drop(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.transport.abort()
+
+        return await asyncio.start_server(drop, "127.0.0.1", self.port)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def retry_lines(process: HeraldProcess) -> list[tuple[str, float]]:
+    """The sink's one-line ClickHouse errors so far: (cause, the backoff it announced)."""
+    found = re.findall(r"sink: cannot reach ClickHouse at [^:]+:\d+: (.*); retrying in ([\d.]+)s",
+                       process.log_path.read_text(errors="replace"))  # fmt: skip
+    return [(cause, float(delay)) for cause, delay in found]
+
+
+def test_clickhouse_unreachable_refused_then_dropped(broker: str, tmp_path: Path) -> None:
+    """A server DSN whose port is closed, then accepts and drops connections: the sink says so
+    in one line per try with a growing backoff, and consumes (so commits) nothing. Switched to
+    chDB (no ClickHouse server runs here: see docs/architecture.md, Faults), it inserts
+    everything."""
+    messages = generate(Scenario(seed=29, invalid=10))
+    totals = expected_totals(messages)
+    produce(broker, messages)
+    worker = start("worker", tmp_path, broker)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again once the probe is
+    dsn = f"http://default:secret@127.0.0.1:{port}"
+    sink = Herald(tmp_path / "sink", broker, role="sink", clickhouse_dsn=dsn).launch()
+    try:
+        refused = wait_for(lambda: len(retry_lines(sink)) >= 4 and retry_lines(sink), 60,
+                           "four refused tries")  # fmt: skip
+        with Dropper(port):
+            wait_for(lambda: len(retry_lines(sink)) >= len(refused) + 2, 60, "two dropped tries")
+        assert_alive(sink)
+        assert committed(broker, "herald-sink") == {}
+        sink.stop()
+        lines = retry_lines(sink)
+        log = sink.log_path.read_text()
+        assert "Traceback" not in log and "Retrying (" not in log and "secret" not in log
+        delays = [delay for _, delay in lines]
+        assert delays == sorted(delays) and delays[0] < delays[-1], delays
+        assert "refused" in lines[0][0].lower()
+        assert lines[-1][0] != lines[0][0], "the dropped connections said the same as refused"
+        sink = start("sink", tmp_path, broker)  # the default DSN: chDB under its data dir
+        assert_exact(sink, totals)
+    finally:
+        worker.stop()
+        sink.stop()

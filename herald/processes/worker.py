@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 from typing import Any
 
 import faust
 import mode.loop
 
 from herald.config import Settings
+from herald.errors import ServiceUnavailable
 from herald.kafka import admin
+from herald.kafka.loop import RETRY_S
 from herald.processes.app import ROLES, create_app, topics_to_create
 from herald.sinks import clickhouse
 from herald.telemetry import logs, outage
+
+log = logging.getLogger(__name__)
 
 
 class HeraldWorker(faust.Worker):
@@ -37,14 +43,28 @@ def preflight(settings: Settings, role: str) -> None:
     # Faust subscribes its agents at start: their topics must exist by then.
     asyncio.run(admin.ensure_topics(settings, topics_to_create(settings, role)))
     if "sink" in ROLES[role]:
-        clickhouse.connect(settings.dsn).close()
+        wait_for_clickhouse(settings.dsn)
+
+
+def wait_for_clickhouse(dsn: str) -> None:
+    """A sink has nothing to do without ClickHouse, and a server may come up after it: wait,
+    one line per try, with backoff. Nothing is consumed meanwhile, so nothing is committed.
+    Any other problem (a bad DSN, wrong credentials) fails at once."""
+    for attempt in itertools.count():
+        try:
+            clickhouse.connect(dsn).close()
+            return
+        except ServiceUnavailable as exc:
+            delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
+            log.warning("sink: %s; retrying in %ss", exc, delay)
+            time.sleep(delay)  # the backoff between two tries, before any service runs
 
 
 def run_worker(settings: Settings, role: str, loglevel: str = "warn") -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     preflight(settings, role)
     # uvloop's event loop is Faust's documented option; here it cut CPU per event by ~12 %.
     mode.loop.use("uvloop")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     # Faust warns whenever its producer buffer holds over 100 messages, then flushes it: the
     # escalation table's changelog writes reach that in normal operation.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)

@@ -8,14 +8,18 @@ arriving (tests.e2e.Paced), so the fault lands while every process is busy.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,7 @@ from herald.processes.child import HeraldProcess
 from herald.telemetry.outage import CONNECTION_NOISE
 from tests.e2e import Paced, aggregates_end, assert_exact, kill_at, produce
 from tests.harness import Herald, wait_for
+from tests.test_cli import herald
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 UNREACHABLE, BACK = "Kafka is unreachable", "Kafka answers again"
@@ -242,3 +247,54 @@ def test_clickhouse_unreachable_refused_then_dropped(broker: str, tmp_path: Path
     finally:
         worker.stop()
         sink.stop()
+
+
+@contextmanager
+def tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted at `where` (root only; skipped where mounting is not allowed:
+    root ignores file modes, so a read-only mount is how a read-only dir is made here)."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def fill(directory: Path) -> None:
+    """Write into `directory` until its file system is full."""
+    with suppress(OSError), (directory / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+
+
+# fault: the tmpfs's mount point and options, the data dir, the path the error names (all
+# under the test's tmp dir)
+DISK_FAULTS = {
+    "read-only data dir": ("disk", "ro,size=1m", "disk/herald", "disk/herald"),
+    "full disk": ("disk", "size=64k", "disk/herald", "disk/herald"),
+    "read-only state dir": ("herald/state", "ro,size=1m", "herald", "herald/state"),
+}
+
+
+@pytest.mark.parametrize("fault", list(DISK_FAULTS))
+def test_unwritable_data_dir_on_start_is_one_line(
+    kafka_bootstrap: str, tmp_path: Path, fault: str
+) -> None:
+    mount_at, options, data_dir, named = DISK_FAULTS[fault]
+    with tmpfs(tmp_path / mount_at, options) as disk:
+        if fault == "full disk":
+            fill(disk)
+            with pytest.raises(OSError) as full:
+                (disk / "probe").write_bytes(b"\0" * 4096)
+            assert full.value.errno == errno.ENOSPC
+        done = herald("worker", HERALD_DATA_DIR=str(tmp_path / data_dir),
+                      HERALD_KAFKA_BOOTSTRAP=kafka_bootstrap)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    reason = "No space left on device" if fault == "full disk" else "Read-only file system"
+    assert f"cannot write to {tmp_path / named} " in lines[0] and reason in lines[0], lines[0]

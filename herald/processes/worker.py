@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import faust
 import mode.loop
 
 from herald.config import Settings
-from herald.errors import ServiceUnavailable
+from herald.errors import HeraldError, ServiceUnavailable
 from herald.kafka import admin
 from herald.kafka.loop import RETRY_S
 from herald.processes.app import ROLES, create_app, topics_to_create
@@ -39,11 +42,32 @@ class HeraldWorker(faust.Worker):
 
 def preflight(settings: Settings, role: str) -> None:
     """Fail with one line now, rather than with a traceback from inside the worker."""
+    for where in ("", "state", "faust"):
+        check_writable(settings.data_path / where)
     asyncio.run(admin.wait_for_broker(settings, settings.connect_timeout_s))
     # Faust subscribes its agents at start: their topics must exist by then.
     asyncio.run(admin.ensure_topics(settings, topics_to_create(settings, role)))
     if "sink" in ROLES[role]:
         wait_for_clickhouse(settings.dsn)
+
+
+def check_writable(directory: Path) -> None:
+    """Shard state, Faust's tables and chDB are written under the data dir: a read-only or full
+    disk there would otherwise fail later, inside a service, with a traceback."""
+    probe = directory / ".herald-write-check"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as handle:
+            handle.write(bytes(4096))  # a block: an empty file takes no space on a full disk
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as exc:
+        with suppress(OSError):  # left half-written by a full disk
+            probe.unlink(missing_ok=True)
+        raise HeraldError(
+            f"cannot write to {directory} (HERALD_DATA_DIR or under it): {exc.strerror}"
+        ) from exc
 
 
 def wait_for_clickhouse(dsn: str) -> None:

@@ -65,8 +65,10 @@ class Paced:
     wait). `pause()` holds the producer between two parts until `resume()`: a fault of the
     broker must not cut a part in half (a retried part would send some messages twice)."""
 
-    def __init__(self, bootstrap: str, messages: list[SimEvent], steps: int = 20) -> None:
+    def __init__(self, bootstrap: str, messages: list[SimEvent], steps: int = 20,
+                 partition: Callable[[SimEvent], int] = partition_of) -> None:  # fmt: skip
         self.bootstrap, self.messages, self.steps = bootstrap, messages, steps
+        self.partition = partition
         self._between_parts = threading.Lock()
         self._thread = threading.Thread(target=self._run)
 
@@ -78,7 +80,8 @@ class Paced:
         n, steps = len(self.messages), self.steps
         for i in range(steps):
             with self._between_parts:
-                produce(self.bootstrap, self.messages[n * i // steps : n * (i + 1) // steps])
+                part = self.messages[n * i // steps : n * (i + 1) // steps]
+                produce(self.bootstrap, part, self.partition)
             time.sleep(1.0)
 
     def running(self) -> bool:

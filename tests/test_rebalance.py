@@ -1,0 +1,61 @@
+"""Rebalances mid-stream (issue 15, fault 1): two `herald worker` processes and a `herald sink`
+on a stream that keeps arriving; a third worker joins, one of the first two leaves with
+SIGTERM and the other dies with SIGKILL, so every shard moves at least once, with its
+changelog, and the last worker ends up with all of them. Totals, per-minute windows,
+lifecycles, retries and dead letters (each once on its topic) stay exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herald.load.totals import expected_followups, expected_totals
+from herald.processes.child import HeraldProcess
+from tests.e2e import Paced, assert_exact, kill_at
+from tests.harness import wait_for
+from tests.test_faults import assert_alive, start
+from tests.test_followups import by_broadcast_key, check_rows_and_topics, known_failures, settled
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+
+def shards_held(data_dir: Path) -> set[str]:
+    return {p.name for p in (data_dir / "worker" / "state").glob("shard-*")}
+
+
+def test_a_worker_joins_one_leaves_one_dies(broker: str, tmp_path: Path) -> None:
+    messages = known_failures(41, broadcasts=40)
+    totals, want = expected_totals(messages), expected_followups(messages)
+    fast = {"idle_partition_s": 2}  # retries fire on the clock once the stream is idle
+
+    def worker(name: str) -> HeraldProcess:
+        return start("worker", tmp_path / name, broker, **fast)
+
+    first, second = worker("a"), worker("b")
+    sink = start("sink", tmp_path, broker)
+    stream = Paced(broker, messages, partition=by_broadcast_key).start()
+    third = None
+    try:
+        def join() -> None:
+            nonlocal third
+            third = worker("c")
+
+        kill_at(0.2, totals, sink, join)
+        kill_at(0.45, totals, sink, first.stop)  # SIGTERM: leaves the group
+        kill_at(0.7, totals, sink, second)  # SIGKILL
+        stream.join()
+        assert_exact(sink, totals)
+        rows = wait_for(lambda: settled(sink, want), 120, "every retry decided")
+        assert third is not None
+        assert_alive(third, sink)
+    finally:
+        for process in (first, second, third, sink):
+            if process is not None:
+                process.stop()
+    check_rows_and_topics(broker, rows, want)
+    # The newcomer had no state: the shards it holds came from their changelog.
+    assert shards_held(tmp_path / "c") == {f"shard-{p}" for p in range(4)}
+    for name in "abc":
+        log = (tmp_path / name / "worker" / "worker.log").read_text()
+        assert "Traceback" not in log and "Invalid state transition" not in log, log

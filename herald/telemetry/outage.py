@@ -12,20 +12,29 @@ import logging
 import time
 
 log = logging.getLogger("herald.kafka")
-# The messages aiokafka repeats while it cannot reach a broker (its own wording).
-CONNECTION_NOISE = (
+# What aiokafka repeats while it cannot reach a broker (its own wording): these start an
+# outage. Its group messages (coordinator, heartbeats) are held back only during one: alone,
+# as when a fresh broker has no coordinator yet, they are shown.
+UNREACHABLE = (
     "Unable connect to",
     "Unable to update metadata",
     "Failed fetch messages",
     "Failed fetch offsets",
+    "Cannot send",
+    "Could not send",
+)
+CONNECTION_NOISE = (
+    *UNREACHABLE,
     "Group Coordinator Request failed",
     "FindCoordinator Request failed",
     "Heartbeat session expired",
     "Heartbeat send request failed",
     "Error sending",
-    "Cannot send",
-    "Could not send",
 )
+# A group message that names one of these is about reaching the broker too (the first line
+# after a SIGKILL of the broker was "Error sending OffsetCommitRequest to node 1
+# [KafkaConnectionError: Connection at 127.0.0.1:34183 closed]").
+CONNECTION_CAUSES = ("KafkaConnectionError", "NodeNotReadyError", "[Errno")
 QUIET_S = 3.0  # this long without such a record, and Kafka counts as back
 
 
@@ -44,6 +53,8 @@ class KafkaOutage(logging.Filter):
         message = record.getMessage()
         if record.levelno < logging.WARNING or not message.startswith(CONNECTION_NOISE):
             return True
+        if not self._unreachable(message) and not self._in_outage():
+            return True
         self.last_held = time.monotonic()
         if not self.held:
             self.first_held = self.last_held
@@ -53,6 +64,13 @@ class KafkaOutage(logging.Filter):
         if not self.cause or message.startswith("Unable connect to"):
             self.cause = message.strip()
         return False
+
+    @staticmethod
+    def _unreachable(message: str) -> bool:
+        return message.startswith(UNREACHABLE) or any(c in message for c in CONNECTION_CAUSES)
+
+    def _in_outage(self) -> bool:
+        return self.held > 0 and time.monotonic() - self.last_held < self.quiet_s
 
     def report(self) -> None:
         """One line when held records begin, one once none came for `quiet_s`."""

@@ -1,7 +1,8 @@
 """Rebalances mid-stream (issue 15, fault 1): two `herald worker` processes and a `herald sink`
 on a stream that keeps arriving; a third worker joins, one of the first two leaves with
 SIGTERM and the other dies with SIGKILL, so every shard moves at least once, with its
-changelog, and the last worker ends up with all of them. Totals, per-minute windows,
+changelog (what the shards had consumed of herald.events is deleted before the join), and
+the last worker ends up with all of them. Totals, per-minute windows,
 lifecycles, retries and dead letters (each once on its topic) stay exact."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from herald.load.totals import expected_followups, expected_totals
+from herald.model import topics
 from herald.processes.child import HeraldProcess
-from tests.e2e import Paced, assert_exact, kill_at
+from tests.e2e import Paced, assert_exact, delete_consumed, kill_at
 from tests.harness import wait_for
 from tests.test_faults import assert_alive, start
 from tests.test_followups import by_broadcast_key, check_rows_and_topics, known_failures, settled
@@ -38,7 +40,10 @@ def test_a_worker_joins_one_leaves_one_dies(broker: str, tmp_path: Path) -> None
     third = None
     try:
         def join() -> None:
+            """Once the shards consumed it, herald.events so far is deleted: the newcomer's
+            shards can only get their state from the changelog."""
             nonlocal third
+            assert delete_consumed(broker, topics.EVENTS, ["shards"]) > 0
             third = worker("c")
 
         kill_at(0.2, totals, sink, join)

@@ -146,12 +146,12 @@ def committed(bootstrap: str, group: str) -> dict[object, int]:
 def test_sink_down_for_half_a_minute_while_the_worker_goes_on(broker: str, tmp_path: Path) -> None:
     """The sink stops (SIGTERM) at 15 % and stays down until the worker has done everything
     produced meanwhile: the worker never waits for it, and the sink catches up exactly."""
-    messages = generate(Scenario(seed=23, broadcasts=90, users_per_broadcast=400, invalid=15))
+    messages = generate(Scenario(seed=23, broadcasts=70, users_per_broadcast=400, invalid=15))
     totals = expected_totals(messages)
     sink_port = local_broker.free_port()  # the same group member when it comes back
     worker = start("worker", tmp_path, broker)
     sink = start("sink", tmp_path, broker, web_port=sink_port)
-    stream = Paced(broker, messages, steps=25).start()
+    stream = Paced(broker, messages, steps=20).start()
     samples: list[tuple[float, dict[str, int], int, int]] = []
 
     def sample() -> None:

@@ -23,7 +23,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -111,36 +111,28 @@ def lag_by_stage(process: HeraldProcess) -> dict[str, int]:
     return dict(lag)
 
 
-def group_lag(bootstrap: str, group: str) -> int:
-    """How far a consumer group's committed offsets are behind its partitions' ends."""
+def group_offsets(bootstrap: str, group: str) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition a consumer group committed on: (its committed offset, the end)."""
 
-    async def lag() -> int:
+    async def offsets() -> dict[TopicPartition, tuple[int, int]]:
         admin_client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
         await admin_client.start()
         await consumer.start()
         try:
-            committed = await admin_client.list_consumer_group_offsets(group)
-            ends = await consumer.end_offsets(list(committed))
-            return sum(ends[tp] - meta.offset for tp, meta in committed.items())
+            done = await admin_client.list_consumer_group_offsets(group)
+            ends = await consumer.end_offsets(list(done))
+            return {tp: (meta.offset, ends[tp]) for tp, meta in done.items()}
         finally:
             await consumer.stop()
             await admin_client.close()
 
-    return asyncio.run(lag())
-
-
-def committed(bootstrap: str, group: str) -> dict[object, int]:
-    async def offsets() -> dict[object, int]:
-        admin_client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin_client.start()
-        try:
-            done = await admin_client.list_consumer_group_offsets(group)
-            return {tp: meta.offset for tp, meta in done.items()}
-        finally:
-            await admin_client.close()
-
     return asyncio.run(offsets())
+
+
+def group_lag(bootstrap: str, group: str) -> int:
+    """How far a consumer group's committed offsets are behind its partitions' ends."""
+    return sum(end - done for done, end in group_offsets(bootstrap, group).values())
 
 
 def test_sink_down_for_half_a_minute_while_the_worker_goes_on(broker: str, tmp_path: Path) -> None:
@@ -233,7 +225,7 @@ def test_clickhouse_unreachable_refused_then_dropped(broker: str, tmp_path: Path
         with Dropper(port):
             wait_for(lambda: len(retry_lines(sink)) >= len(refused) + 2, 60, "two dropped tries")
         assert_alive(sink)
-        assert committed(broker, "herald-sink") == {}
+        assert group_offsets(broker, "herald-sink") == {}  # nothing committed
         sink.stop()
         lines = retry_lines(sink)
         log = sink.log_path.read_text()

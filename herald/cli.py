@@ -41,8 +41,10 @@ def one_line_errors(func: F) -> F:
 def main(ctx: click.Context) -> None:
     """Herald: exact, fast stream analytics for broadcast notifications."""
     # Clients log transient conditions they retry themselves (a partition leader moving, an
-    # unreachable server we report in one line): keep those out of the command's output.
-    for noisy in ("aiokafka", "clickhouse_connect"):
+    # unreachable server we report in one line; urllib3 under clickhouse-connect's HTTP
+    # client warns of each retried connection, and clickhouse-connect resets the level of
+    # `urllib3` itself on import, hence its child): keep those out of the command's output.
+    for noisy in ("aiokafka", "clickhouse_connect", "urllib3.connectionpool"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         ctx.obj = load()

@@ -31,14 +31,20 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[str]:
-    """A broker of its own: topic names are fixed by the spec, so tests cannot share one."""
+def local_kafka(tmp_path: Path) -> Iterator[tuple[Path, local_broker.Broker]]:
+    """A broker of its own and its data dir (the fault tests kill and restart it there)."""
     data_dir = tmp_path / "broker"
     started = local_broker.start(data_dir, port=local_broker.free_port())
     try:
-        yield started.bootstrap
+        yield data_dir, started
     finally:
         local_broker.stop(data_dir)
+
+
+@pytest.fixture
+def broker(local_kafka: tuple[Path, local_broker.Broker]) -> str:
+    """A broker of its own: topic names are fixed by the spec, so tests cannot share one."""
+    return local_kafka[1].bootstrap
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,11 @@ check of ClickHouse's tables and views against the oracle (herald.load.totals)."
 from __future__ import annotations
 
 import asyncio
+import os
+import random
+import signal
+import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -18,11 +23,13 @@ from herald.load.simulate import SimEvent
 from herald.load.totals import Totals
 from herald.model import topics
 from herald.model.schema import COUNTERS
+from herald.processes.child import HeraldProcess
 from tests.harness import Herald, wait_for
 
 PARTITIONS = 4
 COLUMNS = ", ".join(COUNTERS)
 SUMS = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
+JITTER = random.Random(20261201)
 
 
 def partition_of(msg: SimEvent) -> int:
@@ -51,6 +58,60 @@ def produce(
             await producer.stop()
 
     asyncio.run(send())
+
+
+class Paced:
+    """Produce `messages` in `steps` parts, about one a second, from a thread (load, not a
+    wait). `pause()` holds the producer between two parts until `resume()`: a fault of the
+    broker must not cut a part in half (a retried part would send some messages twice)."""
+
+    def __init__(self, bootstrap: str, messages: list[SimEvent], steps: int = 20,
+                 partition: Callable[[SimEvent], int] = partition_of) -> None:  # fmt: skip
+        self.bootstrap, self.messages, self.steps = bootstrap, messages, steps
+        self.partition = partition
+        self._between_parts = threading.Lock()
+        self._thread = threading.Thread(target=self._run)
+
+    def start(self) -> Paced:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        n, steps = len(self.messages), self.steps
+        for i in range(steps):
+            with self._between_parts:
+                part = self.messages[n * i // steps : n * (i + 1) // steps]
+                produce(self.bootstrap, part, self.partition)
+            time.sleep(1.0)
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def pause(self) -> None:
+        self._between_parts.acquire()
+
+    def resume(self) -> None:
+        self._between_parts.release()
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+def kill_at(fraction: float, totals: Totals, watched: HeraldProcess,
+            kill: HeraldProcess | int | Callable[[], None]) -> None:  # fmt: skip
+    """Once `watched` shows `fraction` of the events, SIGKILL `kill` (a process or a pid, or
+    call it)."""
+    target = int(totals.valid * fraction)
+    wait_for(lambda: raw_count(watched) >= target, 120, f"{fraction:.0%} processed", every_s=0.1)
+    shown = raw_count(watched)  # answered between two inserts: the pause moves the kill off it
+    time.sleep(JITTER.uniform(0, 0.5))  # where in its work the process dies, not a wait
+    if isinstance(kill, int):
+        os.kill(kill, signal.SIGKILL)
+    elif isinstance(kill, HeraldProcess):
+        kill.kill()
+    else:
+        kill()
+    assert 0 < shown < totals.valid, f"the kill at {fraction:.0%} was not mid-stream"
 
 
 def by_broadcast(herald: Herald) -> dict[tuple[str, str], Counter[str]]:

@@ -12,38 +12,18 @@ the restarts must still be exact.
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from herald.kafka import local_broker
-from herald.load.simulate import Scenario, SimEvent, generate
-from herald.load.totals import Totals, expected_totals
+from herald.load.simulate import Scenario, generate
+from herald.load.totals import expected_totals
 from herald.processes.child import HeraldProcess
-from tests.e2e import assert_exact, produce, raw_count
+from tests.e2e import Paced, assert_exact, kill_at, produce
 from tests.harness import Herald, wait_for
 
 pytestmark = pytest.mark.slow
-JITTER = random.Random(20261201)
-
-
-def kill_at(fraction: float, totals: Totals, watched: HeraldProcess, kill: HeraldProcess | int
-            ) -> None:  # fmt: skip
-    """Once `watched` shows `fraction` of the events, SIGKILL `kill` (a process or a pid)."""
-    target = int(totals.valid * fraction)
-    wait_for(lambda: raw_count(watched) >= target, 120, f"{fraction:.0%} processed", every_s=0.1)
-    shown = raw_count(watched)  # answered between two inserts: the pause moves the kill off it
-    time.sleep(JITTER.uniform(0, 0.5))  # where in its work the process dies, not a wait
-    if isinstance(kill, int):
-        os.kill(kill, signal.SIGKILL)
-    else:
-        kill.kill()
-    assert 0 < shown < totals.valid, f"the kill at {fraction:.0%} was not mid-stream"
 
 
 def ingest_child(herald: HeraldProcess) -> int:
@@ -83,19 +63,6 @@ def test_sigkill_of_herald_run_and_of_its_ingest_child(broker: str, tmp_path: Pa
         herald.stop()
 
 
-def paced(broker: str, messages: list[SimEvent], steps: int = 20) -> threading.Thread:
-    """Produce `messages` in `steps` parts, about one a second (load, not a wait)."""
-
-    def run() -> None:
-        for i in range(steps):
-            produce(broker, messages[len(messages) * i // steps : len(messages) * (i + 1) // steps])
-            time.sleep(1.0)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 def test_sigkill_of_a_separate_sink_and_of_a_worker(broker: str, tmp_path: Path) -> None:
     messages = generate(Scenario(seed=9, broadcasts=60, users_per_broadcast=400, invalid=15))
     totals = expected_totals(messages)
@@ -106,7 +73,7 @@ def test_sigkill_of_a_separate_sink_and_of_a_worker(broker: str, tmp_path: Path)
                       web_port=ports[role]).start()  # fmt: skip
 
     worker, sink = start("worker"), start("sink")
-    stream = paced(broker, messages)
+    stream = Paced(broker, messages).start()
     try:
         kill_at(0.2, totals, sink, sink)
         sink = start("sink")

@@ -17,7 +17,7 @@ from herald.config import Settings
 from herald.load.produce import open_producer
 from herald.model import topics
 from herald.processes.child import HeraldProcess, wait_for
-from herald.telemetry import logs
+from herald.telemetry import logs, outage
 
 SECRET = "s3cret-pw-16"
 
@@ -63,6 +63,35 @@ def test_credentials_in_urls_are_masked(
     logger.warning("cannot reach %s", f"http://herald:{SECRET}@clickhouse:8123/")
     assert SECRET not in stream.getvalue()
     assert "http://herald:***@clickhouse:8123/" in stream.getvalue()
+
+
+def test_a_kafka_outage_is_two_lines_not_one_per_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = logging.getLogger("aiokafka.test_outage")  # an aiokafka logger created late
+    watch = outage.KafkaOutage(quiet_s=0)
+    client.addFilter(watch)
+    try:
+        with caplog.at_level(logging.WARNING):
+            # Alone (a fresh broker's coordinator not ready yet) a group message is shown.
+            client.error("Group Coordinator Request failed: %s", "GroupCoordinatorNotAvailable")
+            for _ in range(500):  # what aiokafka logs while no broker answers
+                client.error("Unable to update metadata from %s", [1])
+                client.error("Unable connect to node with id %s: %s", 1, "[Errno 111] refused")
+            client.error("Topic %s not found in cluster metadata", "t")  # not about reaching it
+            watch.report()  # the first line
+            watch.report()  # quiet for quiet_s: back
+            watch.report()  # nothing more to say
+    finally:
+        client.removeFilter(watch)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "Group Coordinator Request failed: GroupCoordinatorNotAvailable",
+        "Topic t not found in cluster metadata",
+        "Kafka is unreachable (Unable connect to node with id 1: [Errno 111] refused): the"
+        " clients retry by themselves and Herald resumes where it was",
+        "Kafka answers again after 0 s (1000 client errors held back)",
+    ]
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from herald.streams import escalate
 from herald.streams.aggregate import ShardService, pack_rows
 from herald.streams.ingest import IngestService
 from herald.streams.publish import TransitionPublisher
-from herald.telemetry import logs, metrics
+from herald.telemetry import logs, metrics, outage
 from herald.telemetry.stats import PipelineStats
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,12 @@ class Pipeline(mode.Service):
         while not self.should_stop:
             await self.sleep(STATS_INTERVAL_S)
             await self._publish_stats()
+
+    @mode.Service.task
+    async def _outage_timer(self) -> None:
+        while not self.should_stop:
+            await self.sleep(1.0)
+            outage.OUTAGE.report()
 
     def status(self) -> dict[str, Any]:
         """This process for `herald status`: role, counters, lag, last warnings, children."""

@@ -62,11 +62,17 @@ class HeraldProcess:
         return Settings.model_validate(keys)
 
     def start(self) -> HeraldProcess:
+        """Launch and wait until it answers."""
+        self.launch()
+        wait_for(self._answers, 60, f"herald {self.role} to answer")
+        return self
+
+    def launch(self) -> HeraldProcess:
+        """Start the process without waiting for it (one that waits for a service first)."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "herald", self.role], env=self.env, stdout=log, stderr=log
         )
-        wait_for(self._answers, 60, f"herald {self.role} to answer")
         return self
 
     def _answers(self) -> bool:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+import time
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 import faust
 import mode.loop
 
 from herald.config import Settings
+from herald.errors import HeraldError, ServiceUnavailable
 from herald.kafka import admin
+from herald.kafka.loop import RETRY_S
 from herald.processes.app import ROLES, create_app, topics_to_create
 from herald.sinks import clickhouse
-from herald.telemetry import logs
+from herald.telemetry import logs, outage
+
+log = logging.getLogger(__name__)
 
 
 class HeraldWorker(faust.Worker):
@@ -28,22 +37,58 @@ class HeraldWorker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
         logs.install(logger, self.herald_settings.log_format, self.role)
+        outage.install()
 
 
 def preflight(settings: Settings, role: str) -> None:
     """Fail with one line now, rather than with a traceback from inside the worker."""
+    for where in ("", "state", "faust"):
+        check_writable(settings.data_path / where)
     asyncio.run(admin.wait_for_broker(settings, settings.connect_timeout_s))
     # Faust subscribes its agents at start: their topics must exist by then.
     asyncio.run(admin.ensure_topics(settings, topics_to_create(settings, role)))
     if "sink" in ROLES[role]:
-        clickhouse.connect(settings.dsn).close()
+        wait_for_clickhouse(settings.dsn)
+
+
+def check_writable(directory: Path) -> None:
+    """Shard state, Faust's tables and chDB are written under the data dir: a read-only or full
+    disk there would otherwise fail later, inside a service, with a traceback."""
+    probe = directory / ".herald-write-check"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as handle:
+            handle.write(bytes(4096))  # a block: an empty file takes no space on a full disk
+            handle.flush()
+            os.fsync(handle.fileno())
+        probe.unlink()
+    except OSError as exc:
+        with suppress(OSError):  # left half-written by a full disk
+            probe.unlink(missing_ok=True)
+        raise HeraldError(
+            f"cannot write to {directory} (HERALD_DATA_DIR or under it): {exc.strerror}"
+        ) from exc
+
+
+def wait_for_clickhouse(dsn: str) -> None:
+    """A sink has nothing to do without ClickHouse, and a server may come up after it: wait,
+    one line per try, with backoff. Nothing is consumed meanwhile, so nothing is committed.
+    Any other problem (a bad DSN, wrong credentials) fails at once."""
+    for attempt in itertools.count():
+        try:
+            clickhouse.connect(dsn).close()
+            return
+        except ServiceUnavailable as exc:
+            delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]
+            log.warning("sink: %s; retrying in %ss", exc, delay)
+            time.sleep(delay)  # the backoff between two tries, before any service runs
 
 
 def run_worker(settings: Settings, role: str, loglevel: str = "warn") -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     preflight(settings, role)
     # uvloop's event loop is Faust's documented option; here it cut CPU per event by ~12 %.
     mode.loop.use("uvloop")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     # Faust warns whenever its producer buffer holds over 100 messages, then flushes it: the
     # escalation table's changelog writes reach that in normal operation.
     logging.getLogger("faust.transport.producer").setLevel(logging.ERROR)

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install demo test lint bench browser prometheus
+.PHONY: install demo test test-faults lint bench browser prometheus
 
 install: $(STAMP)
 
@@ -35,7 +35,11 @@ test: install browser prometheus
 	$(PY) -m ruff check herald tests
 	$(PY) -m mypy herald
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs -m "not faults"
+
+# The fault scenarios (docs/architecture.md, Faults): about 8 minutes more; .ci/run runs both.
+test-faults: install
+	$(PY) -m pytest -q -rs -m faults
 
 lint: install
 	$(PY) -m ruff check herald tests

@@ -82,7 +82,7 @@ class Paced:
             with self._between_parts:
                 part = self.messages[n * i // steps : n * (i + 1) // steps]
                 produce(self.bootstrap, part, self.partition)
-            time.sleep(1.0)
+            time.sleep(1.0)  # the pace of the load, not a wait
 
     def running(self) -> bool:
         return self._thread.is_alive()

@@ -83,7 +83,7 @@ class Pipeline(mode.Service):
             loops.append(IngestService(**common, loop=self.loop, beacon=self.beacon))
         if "shards" in parts:
             loops.append(ShardService(**common, loop=self.loop, beacon=self.beacon))
-        if "shards" in parts and self.settings.escalations.enabled:
+        if escalating(self.settings, self.role):  # parts only ever drop ingest
             loops.append(TransitionPublisher(**common, loop=self.loop, beacon=self.beacon))
         if self.writer is not None:
             loops.append(SinkService(**common, writer=self.writer, loop=self.loop,

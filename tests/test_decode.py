@@ -42,6 +42,14 @@ EDGE_CASES: list[tuple[str, bytes]] = [
     ("acks", raw("acks", user_id="\\ud800")),
     ("acks", raw("acks", user_id="\u00e9\u00e8")),
     ("acks", b"\xff\xfe"),
+    # Numbers past a double's range: ignored where unknown, refused where known.
+    ("acks", raw("acks")[:-1] + b',"x":1e400}'),
+    ("acks", raw("acks")[:-1] + b',"x":[-1e400]}'),
+    ("acks", raw("acks")[:-1] + b',"x":1e400,"y":"\\ud800"}'),
+    ("acks", raw("acks")[:-1] + b',"x":1e400,"y":NaN}'),
+    ("deliveries", raw("deliveries", type="delivered")[:-1] + b',"latency_ms":1e400}'),
+    ("deliveries", raw("deliveries")[:-1] + b',"attempt":1e400}'),
+    ("broadcasts", raw("broadcasts", type="created")[:-1] + b',"target_count":1e400}'),
     ("deliveries", None),
 ]
 

@@ -529,6 +529,16 @@ def test_error_messages_are_readable(topic: str, message: bytes, error: str) -> 
     assert str(caught.value).startswith(error)
 
 
+def test_a_number_past_a_double_costs_the_event_only_in_a_known_field() -> None:
+    assert check("acks", raw("acks")[:-1] + b',"future_field":1e400}')["user_id"] == "u-1"
+    with pytest.raises(
+        InvalidEvent, match=r"field 'latency_ms': must be a finite number >= 0 \(got inf\)"
+    ):
+        check("deliveries", raw("deliveries", type="delivered")[:-1] + b',"latency_ms":1e400}')
+    with pytest.raises(InvalidEvent, match="not valid UTF-8 JSON"):
+        check("acks", raw("acks")[:-1] + b',"x":1e400,"y":"\\ud800"}')
+
+
 def test_a_record_without_value_is_invalid() -> None:
     with pytest.raises(InvalidEvent, match="message has no value"):
         check("acks", None)

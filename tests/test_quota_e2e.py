@@ -4,7 +4,8 @@ escalation, resolves under 80 % of it, opens again; a tenant under its quota and
 without any open nothing; every transition is at the oracle's event time, in
 `escalations`, once on `herald.escalations`; the open one is in `open_escalations`.
 Nothing of the over-quota tenant is dropped (every table exact against the oracle), and
-`tenant_usage_1m` shows its overage minute by minute, as the oracle counts it."""
+`tenant_usage_1m` shows its overage minute by minute, as the oracle counts it; /metrics has
+the metered events and the quota of each configured tenant."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import pytest
 from herald.config import Escalations
 from herald.load.escalations import expected_escalations
 from herald.load.totals import expected_totals
-from tests.e2e import assert_exact
+from tests.e2e import assert_exact, scrape
 from tests.escalation_data import QUOTA_CONFIG, QUOTA_END_S, quota_story
+from tests.harness import wait_for
 from tests.test_escalations_e2e import all_transitions, deploy, published, transitions
 
 pytestmark = pytest.mark.slow
@@ -52,6 +54,11 @@ def test_over_quota_opens_resolves_and_drops_nothing(broker: str, tmp_path: Path
     try:
         assert transitions(all_transitions(herald, len(want))) == want
         assert_exact(herald, totals)  # the over-quota tenant's events included: none dropped
+        metered = {tenant: sum(n for (t, _), n in usage.items() if t == tenant)
+                   for tenant in ("heavy", "light")}  # fmt: skip
+        wait_for(lambda: scrape(herald, "herald_tenant_quota_events_total", "tenant") == metered,
+                 30, "the metered events on /metrics")  # fmt: skip
+        quotas = scrape(herald, "herald_tenant_quota_events_per_second", "tenant")
         rows = herald.query(USAGE)
         still_open = herald.query("SELECT tenant_id, rule, subject, level, value, threshold"
                                   " FROM open_escalations")  # fmt: skip
@@ -63,6 +70,7 @@ def test_over_quota_opens_resolves_and_drops_nothing(broker: str, tmp_path: Path
     [(tenant, rule, subject, level, value, threshold)] = [tuple(r.values()) for r in still_open]
     assert (tenant, rule, subject, level, threshold) == ("heavy", "tenant_quota", "heavy", 1, 2)
     assert value > 2
+    assert quotas == {"heavy": 2, "light": 2}  # configured tenants only: bounded labels
     assert stored == [{"tenant_id": "heavy", "quota_per_s": 2}, {"tenant_id": "light",
                                                                   "quota_per_s": 2}]  # fmt: skip
     assert {(r["tenant_id"], r["minute"]): r["events"] for r in rows} == usage

@@ -56,10 +56,13 @@ def deploy(broker: str, data_dir: Path, messages: list[SimEvent], config_file: P
     """`herald run` on the data: lifecycles first, as producers announce a broadcast before
     sending it (critical_unread counts from when the shard knows a broadcast is critical).
     Event time moves only with the data (the last events pass every story's end)."""
-    produce(broker, [m for m in messages if m.topic == topics.BROADCASTS], partition)
+    lifecycles = [m for m in messages if m.topic == topics.BROADCASTS]
+    announced = len({(m.event["tenant_id"], m.event["broadcast_id"]) for m in lifecycles
+                     if m.event is not None})  # fmt: skip
+    produce(broker, lifecycles, partition)
     herald = Herald(data_dir, broker, idle_partition_s=3600, config=config_file, **env).start()
-    wait_for(lambda: herald.query("SELECT count() AS n FROM broadcasts")[0]["n"] == 3, 60,
-             "the lifecycles")  # fmt: skip
+    wait_for(lambda: herald.query("SELECT count() AS n FROM broadcasts")[0]["n"] == announced,
+             60, "the lifecycles")  # fmt: skip
     produce(broker, [m for m in messages if m.topic != topics.BROADCASTS], partition)
     return herald
 

@@ -127,13 +127,23 @@ def test_subjects_spread_over_partitions_by_a_stable_hash() -> None:
     assert min(spread.values()) > 900
 
 
-def test_only_tenants_with_a_quota_are_counted_for_it(tmp_path: Path) -> None:
+def test_a_quota_counts_what_the_tenants_windows_count(tmp_path: Path) -> None:
+    """Only tenants with a quota, and of theirs the deliveries and acks counted into windows
+    (tenant_usage_1m sums the same counters): not a lifecycle event, a duplicate or an event
+    past grace."""
     rules = Escalations(tenant_quota=TenantQuota(quotas={"t1": 100}))
     shard = Shard(0, ShardStore(tmp_path / "q"), 600, DEFAULT_RETRY, escalations=rules)
+    late = T0 + 20 * MIN
     shard.apply([(0, msg(D0, T0, [delivery("queued", T0), delivery("queued", T0, tenant="t2"),
-                                  announce("created", T0)]))])  # fmt: skip
-    messages = Sender(1).messages([(0, 1, shard.event_clock(), shard.signals)])
-    assert deltas(messages, "tenant_quota") == Counter({("t1", T0, "events"): 2})
+                                  ack("read", T0 + 500), announce("created", T0)])),
+                 (1, msg(D0, late, [delivery("queued", late, event_id="again")])),
+                 (2, msg(D0, late, [delivery("queued", T0 + 1000, event_id="too-late"),
+                                    delivery("queued", late, event_id="again")]))])  # fmt: skip
+    messages = Sender(1).messages([(0, 3, shard.event_clock(), shard.signals)])
+    assert deltas(messages, "tenant_quota") == Counter(
+        {("t1", T0, "events"): 2, ("t1", late, "events"): 1}
+    )
+    assert shard.counts["late_dropped"] == 1 and shard.counts["duplicates"] == 1
 
 
 def test_deltas_not_sent_yet_survive_a_restart(feed: SignalFeed) -> None:

@@ -46,6 +46,10 @@ class ShardService(TransactionalLoop):
         self._last_snapshot = 0.0
         self.sender = signals.Sender(self.settings.shards)
         self.meter.read_at_scrape(metrics.STATE_KEYS, self._state_keys)
+        if self.settings.escalations.enabled:  # the shards meter these tenants' events
+            for tenant, quota in self.settings.escalations.tenant_quota.quotas.items():
+                self.meter.set(metrics.QUOTA, quota, tenant)
+                self.meter.count(metrics.QUOTA_EVENTS, 0, tenant)  # a series from the start
 
     def _state_keys(self) -> dict[tuple[str, ...], float]:
         return {(str(p),): shard.store.estimated_keys() for p, shard in self.shards.items()}
@@ -143,9 +147,14 @@ class ShardService(TransactionalLoop):
         shards = list(self.shards.values())
         holding = [s for s in shards if s.signals]
         parts = [(s.id, s.offset or 0, s.event_clock(), s.signals) for s in shards]
+        messages = self.sender.messages(parts)
         sent = [await self.txn.send(topics.SIGNALS, orjson.dumps(m), partition=m["partition"])
-                for m in self.sender.messages(parts)]  # fmt: skip
+                for m in messages]  # fmt: skip
         await asyncio.gather(*sent)
+        for message in messages:  # a row per tenant and second: per send, never per event
+            for row in message["d"]:
+                if row[1] == "tenant_quota":
+                    self.meter.count(metrics.QUOTA_EVENTS, row[-1], row[2])
         return await changelog.send(self.txn, [(s.id, s.store, s.signals_sent())
                                                for s in holding])  # fmt: skip
 

@@ -84,7 +84,9 @@ class Shard:
         # kept with the state until then (its input offsets are committed meanwhile).
         self.signals = Outgoing.from_state(store.meta(SIGNALS))
         self.backlog = Backlog(store, rules.pending_backlog.older_than_s)
-        # Only these tenants are counted, and only these broadcasts watched for reads.
+        # Only these tenants are counted, and only these broadcasts watched for reads. A
+        # quota meters the deliveries and acks a tenant's windows count (deduplicated, on
+        # time): the same events region_stats_1m holds, so tenant_usage_1m agrees with it.
         self.quotas = frozenset(rules.tenant_quota.quotas if self.escalating else ())
         self.critical = {
             key for key, state in self.lifecycles.items() if self.escalating and _critical(state)
@@ -124,8 +126,6 @@ class Shard:
                 else:
                     new_ids.add(event_id)
                     change.put(fresh + event_id, offset)
-                    if ev.tenant_id in self.quotas:
-                        self.signals.add(("tenant_quota", ev.tenant_id), ev.ts, 1)
                     self._count(ev, watermark, change, reach[position])
                     self.watermarks.advance(source, ev.ts)
                 position += 1
@@ -188,6 +188,8 @@ class Shard:
             self.counts["late_dropped"] += 1
             return
         tenant = ev.tenant_id
+        if tenant in self.quotas:  # what the tenant's windows count (tenant_usage_1m's events)
+            self.signals.add(("tenant_quota", tenant), ev.ts, 1)
         by_broadcast = ("b", tenant, ev.broadcast_id, start)
         by_region = ("r", tenant, ev.region, ev.channel, start)
         for key in (by_broadcast, by_region):

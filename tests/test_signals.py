@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from herald.config import DEFAULT_RETRY, Escalations, TenantQuota
-from herald.streams.shard import Shard
+from herald.streams.shard import SIGNALS, Shard
 from herald.tables.signals import FIELDS, Sender, partition_of
-from herald.tables.store import ShardStore
+from herald.tables.store import Change, ShardStore
 from tests.test_shard import B0, D0, D1, MIN, T0, Feed, ack, announce, delivery, msg
 
 A0 = "acks/0"
@@ -146,15 +146,33 @@ def test_a_quota_counts_what_the_tenants_windows_count(tmp_path: Path) -> None:
     assert shard.counts["late_dropped"] == 1 and shard.counts["duplicates"] == 1
 
 
-def test_deltas_not_sent_yet_survive_a_restart(feed: SignalFeed) -> None:
-    """Committed with the input they came from, sent at the next snapshot: a crash between
-    the two loses nothing."""
-    feed.batch(msg(D0, T0, [delivery("failed", T0, retryable=False)]))
-    feed.restart()
+def test_deltas_leave_with_their_poll_and_none_wait_in_the_state(feed: SignalFeed) -> None:
+    """The service sends a poll's deltas in the transaction that commits its input: the
+    shard's change holds none of them (rewriting them per batch was the cost), and a shard
+    restarted from its store has nothing left to send."""
+    change = feed.apply(msg(D0, T0, [delivery("failed", T0, retryable=False)]))
+    assert SIGNALS not in change.puts
+    feed.write(change)
     assert deltas(feed.sent(), "dead_letter_spike") == Counter(
         {("t1", "push", T0, "dead_letters"): 1}
     )
-    feed.write(feed.shard.signals_sent())
+    feed.restart()
+    assert deltas(feed.sent(), "dead_letter_spike") == Counter()
+
+
+def test_deltas_an_earlier_version_kept_go_with_the_first_poll(feed: SignalFeed) -> None:
+    """Before, unsent deltas waited in the state for the next snapshot: after an upgrade
+    they are sent with the first poll, whose change forgets them."""
+    stored = Change()
+    stored.put(SIGNALS, [[["dead_letter_spike", "t1", "sms", T0, 3]], []])
+    feed.write(stored)
+    feed.restart()
+    change = feed.apply(msg(D0, T0, [delivery("failed", T0, retryable=False)]))
+    assert SIGNALS in change.deletes
+    feed.write(change)
+    assert deltas(feed.sent(), "dead_letter_spike") == Counter(
+        {("t1", "sms", T0, "dead_letters"): 3, ("t1", "push", T0, "dead_letters"): 1}
+    )
     feed.restart()
     assert deltas(feed.sent(), "dead_letter_spike") == Counter()
 

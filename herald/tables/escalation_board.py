@@ -23,6 +23,7 @@ from herald.tables.signals import FIELDS, SECOND_MS
 
 State = MutableMapping[str, Any]
 RESTATE_MS = 60_000
+_WIDTHS = {rule: len(fields) for rule, fields in FIELDS.items()}
 
 
 @dataclass
@@ -65,11 +66,13 @@ class Board:
             if subject is not None:
                 subject.timing, subject.stale = [sent_ms, deadline_s], True
                 self._changed.add(subject_id(subject.key))
-        for shard, *key, second, counts in _deltas(message["d"]):
-            subject = self._subject(key)
-            if subject is not None and subject.seq.get(str(shard), -1) < offsets[str(shard)]:
-                subject.add(second, counts, self.rules[subject.rule].window_ms)
-                self._changed.add(subject_id(key))
+        for row in message["d"]:  # [shard, rule, *subject, second, *counts]
+            width = _WIDTHS[row[1]]
+            subject = self._subject(row[1 : -width - 1])
+            shard = str(row[0])
+            if subject is not None and subject.seq.get(shard, -1) < offsets[shard]:
+                subject.add(row[-width - 1], row[-width:], self.rules[subject.rule].window_ms)
+                self._changed.add(subject_id(subject.key))
         for subject in self._loaded.values():
             for shard, offset in offsets.items():
                 subject.seq[shard] = max(subject.seq.get(shard, -1), offset)
@@ -134,12 +137,3 @@ class Board:
         self.cache.version = self.version
         self.state[self.clock_key] = {"clocks": self.clocks, "at": self.at, "next": self.next,
                                       "v": self.version}  # fmt: skip
-
-
-def _deltas(rows: list[list[Any]]) -> list[list[Any]]:
-    """[shard, rule, *key, second, *counts] rows as [shard, rule, *key, second, counts]."""
-    out = []
-    for row in rows:
-        width = len(FIELDS[row[1]])
-        out.append([*row[: -width - 1], row[-width - 1], row[-width:]])
-    return out

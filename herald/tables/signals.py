@@ -12,6 +12,7 @@ reaches the agent once and none waits in the shard's state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from typing import Any
@@ -28,6 +29,7 @@ FIELDS = {
 SubjectKey = tuple[str, ...]  # rule, tenant, and the rule's subject fields
 
 
+@functools.lru_cache(maxsize=65_536)  # a poll's thousands of rows name a few hundred subjects
 def partition_of(subject: SubjectKey, partitions: int) -> int:
     """The `herald.signals` partition (and escalation table partition) of a subject: stable
     across processes and runs, unlike Python's salted hash."""

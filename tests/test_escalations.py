@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from herald.config import Escalations, FailureRate, TenantQuota
 from herald.tables.escalation_board import Board, Cache
-from herald.tables.escalations import escalation_id, rules
+from herald.tables.escalations import Subject, escalation_id, rules
 
 S = 1000
 T0 = 1_795_428_000_000
@@ -218,3 +218,24 @@ def test_a_tenant_without_quota_has_nothing_to_hold_open() -> None:
     busy = [["tenant_quota", "t1", T0 + s * S, 100] for s in range(20)]
     board = Board({}, 0, 1, rules(config), Cache())
     assert board.apply(one_message(busy, T0 + 40 * S)) == []
+
+
+def test_a_subject_stored_before_the_compact_layout_reads_the_same() -> None:
+    """Subjects stored as [[second, *counts], ...] (before session 6) load unchanged."""
+    subject = Subject(REGION, {T0: [3, 1], T0 + S: [2, 0]}, [5, 1], T0 + 2 * S, {"0": 7})
+    compact = subject.to_state()
+    legacy = {k: v for k, v in compact.items() if k not in ("seconds", "counts")}
+    legacy["buckets"] = [[T0, 3, 1], [T0 + S, 2, 0]]
+    assert Subject.from_state(legacy) == Subject.from_state(compact) == subject
+
+
+def test_a_late_second_inside_the_window_counts_at_once_and_leaves_on_time() -> None:
+    """Failures for second 5 arrive when the ticks are at 20 s, behind seconds 10-19 of
+    deliveries: they count from the next tick (21 s) and leave the window at 5 + 1 + 60 s, before
+    the seconds stored ahead of them."""
+    shards = Shards(1)
+    shards.send(0, T0 + 20 * S, [[*REGION, T0 + s * S, 10, 0] for s in range(10, 20)])
+    shards.send(0, T0 + 21 * S, [[*REGION, T0 + 5 * S, 0, 100]])
+    shards.send(0, T0 + 68 * S)  # past second 5's leaving, not yet second 10's
+    got = [(t["state"], t["occurred_at"] - T0) for t in shards.transitions]
+    assert got == [("open", 21 * S), ("resolve", 66 * S)]

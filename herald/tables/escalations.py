@@ -15,6 +15,7 @@ one. An escalation open 1x `renotify_s` is raised to level 2, 2x to level 3.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 from dataclasses import dataclass, field
@@ -170,7 +171,8 @@ def escalation_id(rule: str, tenant: str, subject: str, opened_ms: int) -> str:
 class Subject:
     """One rule's state for one subject, JSON-able (`to_state`) for a Faust table.
 
-    `buckets`: second -> counts not yet folded (sliding: until they leave the window);
+    `buckets`: second -> counts not yet folded (sliding: until they leave the window), in
+    ascending order of second (`add` keeps it so);
     `sums`: the value as of tick `at`; `seq`: the last offset applied per shard;
     `timing`: [sent ms, ack deadline s] (critical_unread); `open`: [id, opened ms, level]."""
 
@@ -202,13 +204,22 @@ class Subject:
         return "/".join(self.key[2:]) or self.tenant
 
     def to_state(self) -> dict[str, Any]:
-        return {"key": self.key, "buckets": [[b, *c] for b, c in self.buckets.items()],
-                "sums": self.sums, "at": self.at, "seq": self.seq, "timing": self.timing,
-                "open": self.open, "stale": self.stale, "checked": self.checked}  # fmt: skip
+        # Seconds and counts as two lists, copied at C speed: a subject is written with most
+        # signals messages, its window holding up to `window_s` buckets. Copies, because Faust
+        # serialises a changelog value later, when later messages may have changed these.
+        # (Count lists are never changed in place, so a shallow copy is enough.)
+        return {"key": self.key, "seconds": list(self.buckets),
+                "counts": list(self.buckets.values()), "sums": self.sums, "at": self.at,
+                "seq": dict(self.seq), "timing": self.timing,
+                "open": None if self.open is None else list(self.open), "stale": self.stale,
+                "checked": self.checked}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Subject:
-        buckets = {b[0]: b[1:] for b in state["buckets"]}
+        if "seconds" in state:
+            buckets = dict(zip(state["seconds"], state["counts"], strict=True))
+        else:  # written before session 6: [[second, *counts], ...]
+            buckets = dict(sorted((b[0], b[1:]) for b in state["buckets"]))
         return cls(state["key"], buckets, state["sums"], state["at"], state["seq"],
                    state["timing"], state["open"], state["stale"], state["checked"])  # fmt: skip
 
@@ -230,9 +241,13 @@ class Subject:
             if window_ms is None:
                 return  # folded for good
         bucket = self.buckets.get(second)
-        self.buckets[second] = (
-            counts if bucket is None else [a + b for a, b in zip(bucket, counts, strict=True)]
-        )
+        if bucket is not None:
+            self.buckets[second] = [a + b for a, b in zip(bucket, counts, strict=True)]
+            return
+        late = bool(self.buckets) and second < next(reversed(self.buckets))
+        self.buckets[second] = counts
+        if late:  # keep the seconds in order (the ticks bisect them)
+            self.buckets = dict(sorted(self.buckets.items()))
 
     def _fold(self, counts: list[int], sign: int) -> None:
         self.sums = [s + sign * n for s, n in zip(self.sums, counts, strict=True)]
@@ -246,11 +261,12 @@ class Subject:
         after = self._after()
         wanted = self._timers(rule, after)
         if self.buckets:
-            entering = [s for s in self.buckets if s + SECOND_MS > after]
-            if entering:
-                wanted.append(min(entering) + SECOND_MS)
+            seconds = list(self.buckets)  # in order
+            entering = bisect.bisect_right(seconds, after - SECOND_MS)
+            if entering < len(seconds):
+                wanted.append(seconds[entering] + SECOND_MS)
             if rule.window_ms is not None:
-                wanted.append(min(self.buckets) + SECOND_MS + rule.window_ms)
+                wanted.append(seconds[0] + SECOND_MS + rule.window_ms)
         return min((t for t in wanted if t > after), default=None)
 
     def _after(self) -> int:
@@ -275,12 +291,12 @@ class Subject:
         """Tick in (at, until] -> the (second, +1 entering | -1 leaving) moves at it."""
         after, window = self._after(), rule.window_ms
         ticks: dict[int, list[tuple[int, int]]] = {}
-        for second in self.buckets:
-            t = second + SECOND_MS
-            if after < t <= until:
-                ticks.setdefault(t, []).append((second, 1))
-            if window is not None and after < t + window <= until:
-                ticks.setdefault(t + window, []).append((second, -1))
+        seconds = list(self.buckets)  # in order: only the seconds that move are visited
+        moves = [(SECOND_MS, 1)] if window is None else [(SECOND_MS, 1), (SECOND_MS + window, -1)]
+        for shift, sign in moves:  # entering at second + 1 s, leaving a window later
+            first = bisect.bisect_right(seconds, after - shift)
+            for second in seconds[first : bisect.bisect_right(seconds, until - shift)]:
+                ticks.setdefault(second + shift, []).append((second, sign))
         for t in self._timers(rule, after):
             if after < t <= until:
                 ticks.setdefault(t, [])

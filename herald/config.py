@@ -155,7 +155,7 @@ class Settings(BaseSettings):
         None, description="a file holding the SASL password (a trailing newline is dropped)"
     )
     kafka_ssl_cafile: Path | None = Field(
-        None, description="CA bundle (PEM) trusted for TLS (default: the system's CAs)"
+        None, description="CA bundle (PEM) trusted for TLS; unset: the system's CAs"
     )
     clickhouse_dsn: str | None = Field(
         None,

@@ -3,12 +3,13 @@
 `herald kafka start` with HERALD_KAFKA_SECURITY_PROTOCOL=SASL_SSL (and a SCRAM mechanism,
 user and password) starts the broker with one SASL_SSL listener for clients, the broker
 itself and its transaction coordinator, and no plain-text listener but the controller's
-(KRaft controllers cannot log in with SCRAM: their credentials live in the metadata they
-serve). Under `<data_dir>/kafka/tls/`, made once and kept across restarts: a CA (`ca.pem`,
-the file clients name in HERALD_KAFKA_SSL_CAFILE) and the broker's key and certificate for
-127.0.0.1 and localhost (`broker.pem`, readable by its owner only). The SCRAM credentials are
-stored by Kafka itself, at format time (StorageTool `--add-scram`): Herald's user from the
-settings, and the broker's own user, whose random password is in `tls/broker.secret`.
+(SCRAM credentials live in the metadata KRaft controllers serve: Kafka does not take SCRAM
+on a controller listener). Under `<data_dir>/kafka/tls/`, made once and kept across
+restarts: a CA (`ca.pem`, the file clients name in HERALD_KAFKA_SSL_CAFILE) and the broker's
+key and certificate for 127.0.0.1 and localhost (`broker.pem`, readable by its owner only).
+The SCRAM credentials are stored by Kafka itself, at format time (StorageTool
+`--add-scram`): Herald's user from the settings, and the broker's own user, whose random
+password is in `tls/broker.secret`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from pydantic import SecretStr
 
 from herald.config import Settings
 from herald.errors import HeraldError
-from herald.kafka import admin, local_broker, local_security
+from herald.kafka import admin, clients, local_broker, local_security
+from herald.kafka.jars import kafka_version
 from herald.kafka.local_security import Login, tls_dir
 from herald.load.produce import produce_events
 from herald.load.simulate import Scenario, generate
@@ -92,7 +93,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
                       **broker.login())  # fmt: skip
     try:
         assert done.returncode == 0, done.stderr
-        yield SecureBroker(**{**broker.__dict__, "started": done.stdout + done.stderr})
+        yield replace(broker, started=done.stdout + done.stderr)
     finally:
         local_broker.stop(broker.data_dir)
 
@@ -154,11 +155,12 @@ async def test_clients_without_the_login_are_refused(secure: SecureBroker) -> No
         finally:
             await producer.stop()
     assert outcome == dict.fromkeys(attempts, "refused")
+    await admin.ensure_topics(secure.settings(), {"sasl-check": admin.TopicSpec(1)})
     async with AIOKafkaProducer(bootstrap_servers=secure.bootstrap, security_protocol="SASL_SSL",
                                 ssl_context=tls, sasl_mechanism=MECHANISM,
                                 sasl_plain_username=USER,
                                 sasl_plain_password=secure.password) as producer:  # fmt: skip
-        await producer.send_and_wait("herald.invalid", b"the login works")
+        await producer.send_and_wait("sasl-check", b"the login works")
 
 
 def test_a_misconfigured_herald_says_why_in_one_line(secure: SecureBroker, tmp_path: Path) -> None:
@@ -195,7 +197,9 @@ def test_a_misconfigured_herald_says_why_in_one_line(secure: SecureBroker, tmp_p
 
 def test_kafka_status_never_shows_the_password(secure: SecureBroker) -> None:
     status = herald_cli("kafka", "status", data_dir=str(secure.data_dir), **secure.login())
-    assert status.stdout.startswith(f"Kafka 4.4.0 is running at {secure.bootstrap} (SASL_SSL)")
+    assert status.stdout.startswith(
+        f"Kafka {kafka_version()} is running at {secure.bootstrap} (SASL_SSL)"
+    )
     refused = herald_cli("kafka", "status", data_dir=str(secure.data_dir),
                          **secure.login(kafka_sasl_password_file="", kafka_sasl_password="x"))
     assert "refused the SCRAM-SHA-512 login of user 'herald'" in refused.stdout
@@ -210,3 +214,32 @@ def test_a_storage_formatted_without_the_user_is_one_line(tmp_path: Path) -> Non
     with pytest.raises(HeraldError, match=r"^the Kafka storage in .* was formatted without a "
                        "SCRAM user 'herald': stop the broker and delete that directory"):
         local_broker.start(tmp_path, port=local_broker.free_port(), login=login)
+
+
+@pytest.mark.slow
+def test_a_restart_keeps_the_ca_and_the_logins(secure: SecureBroker) -> None:
+    """Last in this module: it restarts the module's broker. Clients keep trusting the CA they
+    were given, and both SCRAM users still log in: Herald's, and the broker's own, which it
+    uses to reach itself (e.g. to check a transaction's partitions, KIP-890)."""
+    ca_before = secure.ca_file.read_bytes()
+    args = {"data_dir": str(secure.data_dir), **secure.login()}
+    assert herald_cli("kafka", "stop", **args).stdout == "Kafka stopped\n"
+    started = herald_cli("kafka", "start", timeout_s=120, **args)
+    assert f"Kafka started at {secure.bootstrap} (SASL_SSL, CA {secure.ca_file})" in started.stdout
+    assert secure.ca_file.read_bytes() == ca_before
+
+    async def transaction() -> None:
+        settings = secure.settings()
+        await admin.ensure_topics(settings, {"sasl-check": admin.TopicSpec(1)})
+        producer = clients.producer(settings, transactional_id="restart-check")
+        await producer.start()
+        try:
+            async with producer.transaction():
+                await producer.send_and_wait("sasl-check", b"after the restart")
+        finally:
+            await producer.stop()
+
+    asyncio.run(transaction())
+    # The log of this start only (the previous one is server.log.1).
+    log = (secure.data_dir / "kafka" / "server.log").read_text()
+    assert "failed authentication" not in log.lower(), "the broker could not log in to itself"

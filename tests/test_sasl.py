@@ -216,6 +216,14 @@ def test_a_storage_formatted_without_the_user_is_one_line(tmp_path: Path) -> Non
         local_broker.start(tmp_path, port=local_broker.free_port(), login=login)
 
 
+def test_a_password_the_format_tool_cannot_take_is_one_line_without_it() -> None:
+    login = Login(MECHANISM, USER, SecretStr("a,b]c-secret"))
+    with pytest.raises(HeraldError) as refused:
+        local_security.scram_arguments([login])
+    assert str(refused.value) == ("the local broker cannot store a SASL user or password holding"
+                                  ' , ] " or a line break')  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_restart_keeps_the_ca_and_the_logins(secure: SecureBroker) -> None:
     """Last in this module: it restarts the module's broker. Clients keep trusting the CA they

@@ -1,15 +1,16 @@
 """The local broker's SASL_SSL listener: its TLS certificates and its SCRAM logins.
 
 `herald kafka start` with HERALD_KAFKA_SECURITY_PROTOCOL=SASL_SSL (and a SCRAM mechanism,
-user and password) starts the broker with one SASL_SSL listener for clients, the broker
-itself and its transaction coordinator, and no plain-text listener but the controller's
-(SCRAM credentials live in the metadata KRaft controllers serve: Kafka does not take SCRAM
-on a controller listener). Under `<data_dir>/kafka/tls/`, made once and kept across
-restarts: a CA (`ca.pem`, the file clients name in HERALD_KAFKA_SSL_CAFILE) and the broker's
-key and certificate for 127.0.0.1 and localhost (`broker.pem`, readable by its owner only).
-The SCRAM credentials are stored by Kafka itself, at format time (StorageTool
-`--add-scram`): Herald's user from the settings, and the broker's own user, whose random
-password is in `tls/broker.secret`.
+user and password) starts the broker with one SASL_SSL listener for clients and the broker
+itself (it connects to itself, e.g. to verify a transaction's partitions), and no plain-text
+listener but the controller's (SCRAM credentials live in the metadata KRaft controllers
+serve: Kafka does not take SCRAM on a controller listener).
+
+Under `<data_dir>/kafka/tls/`, made once and kept across restarts: a CA (`ca.pem`, the file
+clients name in HERALD_KAFKA_SSL_CAFILE) and the broker's key and certificate for 127.0.0.1
+and localhost (`broker.pem`, readable by its owner only). Kafka stores the SCRAM credentials
+itself, at format time (StorageTool `--add-scram`): Herald's user from the settings, and the
+broker's own user, whose random password is in `tls/broker.secret`.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def ensure_certificates(kdir: Path) -> None:
 
 
 def broker_login(kdir: Path, mechanism: str) -> Login:
-    """The broker's own SCRAM user (it connects to itself, e.g. to write transaction
-    markers), its password made once."""
+    """The broker's own SCRAM user (it connects to itself: KIP-890's check of a transaction's
+    partitions fails without it), its password made once."""
     secret = tls_dir(kdir) / "broker.secret"
     if not secret.is_file():
         tls_dir(kdir).mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -120,10 +121,10 @@ def scram_arguments(logins: list[Login]) -> list[str]:
     args = []
     for login in logins:
         password = login.password.get_secret_value()
-        if any(c in password for c in ",]\"\n"):
-            raise HeraldError(
-                "the local broker cannot store a SASL password holding , ] \" or a line break"
-            )
+        # StorageTool's [name=...,password=...] has no quoting Herald relies on.
+        if any(c in login.username + password for c in ",]\"\n"):
+            raise HeraldError("the local broker cannot store a SASL user or password holding"
+                              " , ] \" or a line break")  # fmt: skip
         args += ["--add-scram", f"{login.mechanism}=[name={login.username},password={password}]"]
     return args
 

@@ -74,15 +74,13 @@ def kafka() -> None:
 @click.pass_context
 @one_line_errors
 def kafka_start(ctx: click.Context) -> None:
-    """Start the broker on 127.0.0.1:HERALD_KAFKA_PORT (idempotent): PLAINTEXT, or SASL_SSL
-    with HERALD_KAFKA_SECURITY_PROTOCOL=SASL_SSL and a SCRAM mechanism, user and password."""
+    """Start the broker on 127.0.0.1:HERALD_KAFKA_PORT (idempotent), PLAINTEXT or SASL_SSL."""
     from herald.kafka import local_broker, local_security
 
     settings = _settings(ctx)
     broker = local_broker.start(settings.data_path, settings.kafka_port, progress=_say,
                                 login=local_security.login_of(settings))  # fmt: skip
-    click.echo(f"Kafka {'already running' if broker.already_running else 'started'} at "
-               f"{broker.describe()}")  # fmt: skip
+    click.echo(f"Kafka {broker.describe()}")
 
 
 @kafka.command("stop")

@@ -50,9 +50,11 @@ class Broker:
     ca_file: Path | None = None  # SASL_SSL: the CA clients trust (HERALD_KAFKA_SSL_CAFILE)
 
     def describe(self) -> str:
-        """How to reach it: address, security, pid and log (never a password)."""
+        """Started or found, and how to reach it: address, security, pid and log (never a
+        password)."""
+        state = "already running" if self.already_running else "started"
         secured = f" (SASL_SSL, CA {self.ca_file})" if self.ca_file else ""
-        return f"{self.bootstrap}{secured} (pid {self.pid}, log {self.log_path})"
+        return f"{state} at {self.bootstrap}{secured} (pid {self.pid}, log {self.log_path})"
 
 
 def start(

@@ -74,13 +74,13 @@ def kafka() -> None:
 @click.pass_context
 @one_line_errors
 def kafka_start(ctx: click.Context) -> None:
-    """Start the broker on 127.0.0.1:HERALD_KAFKA_PORT (idempotent)."""
-    from herald.kafka import local_broker
+    """Start the broker on 127.0.0.1:HERALD_KAFKA_PORT (idempotent), PLAINTEXT or SASL_SSL."""
+    from herald.kafka import local_broker, local_security
 
     settings = _settings(ctx)
-    broker = local_broker.start(settings.data_path, settings.kafka_port, progress=_say)
-    state = "already running" if broker.already_running else "started"
-    click.echo(f"Kafka {state} at {broker.bootstrap} (pid {broker.pid}, log {broker.log_path})")
+    broker = local_broker.start(settings.data_path, settings.kafka_port, progress=_say,
+                                login=local_security.login_of(settings))  # fmt: skip
+    click.echo(f"Kafka {broker.describe()}")
 
 
 @kafka.command("stop")
@@ -99,10 +99,11 @@ def kafka_stop(ctx: click.Context) -> None:
 @one_line_errors
 def kafka_status(ctx: click.Context) -> None:
     """Say whether the broker runs and answers."""
-    from herald.kafka import local_broker
+    from herald.kafka import local_broker, local_security
 
     settings = _settings(ctx)
-    click.echo(local_broker.status(settings.data_path, settings.kafka_port))
+    login = local_security.login_of(settings)
+    click.echo(local_broker.status(settings.data_path, settings.kafka_port, login))
 
 
 # -- ClickHouse ------------------------------------------------------------------------------

@@ -140,13 +140,23 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".herald"), description="state, broker data, embedded ClickHouse")
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     kafka_port: int = Field(9092, description="port of the local broker (`herald kafka start`)")
-    kafka_security_protocol: str = Field(
-        "PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (also what"
+        " `herald kafka start` serves: PLAINTEXT or SASL_SSL with SCRAM)",
     )
-    kafka_sasl_mechanism: str | None = Field(None, description="PLAIN | SCRAM-SHA-256 | ...")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (SASL_* protocols)"
+    )
     kafka_sasl_username: str | None = Field(None, description="SASL user")
-    kafka_sasl_password: str | None = Field(None, description="SASL password")
-    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for TLS")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (never printed; or the next setting)"
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="a file holding the SASL password (a trailing newline is dropped)"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) trusted for TLS; unset: the system's CAs"
+    )
     clickhouse_dsn: str | None = Field(
         None,
         description="chdb:///abs/path (default: <data_dir>/clickhouse) or http://u:p@host:8123",
@@ -213,6 +223,22 @@ class Settings(BaseSettings):
             return {**DEFAULT_RETRY, **retry}
         return retry
 
+    @model_validator(mode="after")
+    def _kafka_login(self) -> Settings:
+        """SASL without a complete login, or an unreadable password file, fails at start
+        rather than at the broker."""
+        if self.kafka_sasl_password_file is not None and self.kafka_sasl_password is not None:
+            raise ValueError("set HERALD_KAFKA_SASL_PASSWORD or HERALD_KAFKA_SASL_PASSWORD_FILE,"
+                             " not both")  # fmt: skip
+        password = self.sasl_password
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [f"HERALD_KAFKA_SASL_{name.upper()}" for name, value in (
+                ("mechanism", self.kafka_sasl_mechanism), ("username", self.kafka_sasl_username),
+                ("password", password)) if not value]  # fmt: skip
+            if missing:
+                raise ValueError(f"{self.kafka_security_protocol} needs {', '.join(missing)}")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -225,6 +251,13 @@ class Settings(BaseSettings):
         # Precedence: explicit arguments, environment, then the TOML file named by HERALD_CONFIG.
         toml = StrictToml(settings_cls, toml_file=os.environ.get("HERALD_CONFIG"))
         return (init_settings, env_settings, toml)
+
+    @property
+    def sasl_password(self) -> SecretStr | None:
+        """HERALD_KAFKA_SASL_PASSWORD, or what HERALD_KAFKA_SASL_PASSWORD_FILE holds."""
+        if self.kafka_sasl_password_file is None:
+            return self.kafka_sasl_password
+        return SecretStr(_read_secret(self.kafka_sasl_password_file))
 
     @property
     def data_path(self) -> Path:
@@ -261,6 +294,20 @@ class StrictToml(TomlConfigSettingsSource):
         return values
 
 
+def _read_secret(path: Path) -> str:
+    """A secret file's text without its trailing newline; a one-line HeraldError if unusable
+    (also when it goes missing after start)."""
+    try:
+        secret = path.read_text().removesuffix("\n").removesuffix("\r")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise HeraldError(f"config: cannot read HERALD_KAFKA_SASL_PASSWORD_FILE {path}: "
+                          f"{reason}") from None  # fmt: skip
+    if not secret:
+        raise HeraldError(f"config: HERALD_KAFKA_SASL_PASSWORD_FILE {path} is empty")
+    return secret
+
+
 def load() -> Settings:
     """The settings, or a one-line HeraldError naming the first bad key."""
     try:
@@ -269,8 +316,9 @@ def load() -> Settings:
         raise HeraldError(f"config: {str(exc).splitlines()[0]}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise HeraldError(f"config: {where}: {first['msg']}") from None
+        where = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")  # a validator's own sentence
+        raise HeraldError(f"config: {where + ': ' if where else ''}{message}") from None
 
 
 def describe() -> str:

@@ -69,3 +69,70 @@ def test_the_command_line_says_it_in_one_line(tmp_path: Path) -> None:
         "herald: config: escalations.critical_unread.ratio: Input should be less than or"
         " equal to 1"
     ]
+
+
+SECRET = "hunter2-not-to-be-seen"
+SASL = {"HERALD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "HERALD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "HERALD_KAFKA_SASL_USERNAME": "herald"}
+
+
+def test_the_sasl_password_comes_from_a_file_and_prints_as_stars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from herald.kafka import clients
+
+    secret = tmp_path / "password"
+    secret.write_text(SECRET + "\n")  # a trailing newline, as `echo` and mounted secrets have
+    for name, value in {**SASL, "HERALD_KAFKA_SASL_PASSWORD_FILE": str(secret)}.items():
+        monkeypatch.setenv(name, value)
+    settings = config.load()
+    assert clients.connection(settings)["sasl_plain_password"] == SECRET
+    assert SECRET not in f"{settings!r} {settings} {settings.model_dump()}"
+    monkeypatch.delenv("HERALD_KAFKA_SASL_PASSWORD_FILE")
+    monkeypatch.setenv("HERALD_KAFKA_SASL_PASSWORD", SECRET)
+    settings = config.load()
+    assert clients.connection(settings)["sasl_plain_password"] == SECRET
+    assert SECRET not in f"{settings!r} {settings} {settings.model_dump()}"
+
+
+def login_errors(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    return {
+        "no password": ({}, "config: SASL_SSL needs HERALD_KAFKA_SASL_PASSWORD"),
+        "no user": ({"HERALD_KAFKA_SASL_USERNAME": "", "HERALD_KAFKA_SASL_MECHANISM": "",
+                     "HERALD_KAFKA_SASL_PASSWORD": SECRET},
+                    "config: SASL_SSL needs HERALD_KAFKA_SASL_MECHANISM, "
+                    "HERALD_KAFKA_SASL_USERNAME"),
+        "both": ({"HERALD_KAFKA_SASL_PASSWORD": SECRET,
+                  "HERALD_KAFKA_SASL_PASSWORD_FILE": str(empty)},
+                 "config: set HERALD_KAFKA_SASL_PASSWORD or HERALD_KAFKA_SASL_PASSWORD_FILE, "
+                 "not both"),
+        "missing file": ({"HERALD_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "nowhere")},
+                         f"config: cannot read HERALD_KAFKA_SASL_PASSWORD_FILE {tmp_path}/nowhere:"
+                         " No such file or directory"),
+        "empty file": ({"HERALD_KAFKA_SASL_PASSWORD_FILE": str(empty)},
+                       f"config: HERALD_KAFKA_SASL_PASSWORD_FILE {empty} is empty"),
+        "unknown mechanism": ({"HERALD_KAFKA_SASL_MECHANISM": "GSSAPI",
+                               "HERALD_KAFKA_SASL_PASSWORD": SECRET},
+                              "config: kafka_sasl_mechanism: Input should be 'PLAIN', "
+                              "'SCRAM-SHA-256' or 'SCRAM-SHA-512'"),
+    }  # fmt: skip
+
+
+def test_an_incomplete_kafka_login_is_one_line_without_the_password(tmp_path: Path) -> None:
+    for what, (env, line) in login_errors(tmp_path).items():
+        merged = {k: v for k, v in {**os.environ, **SASL, **env}.items() if v}
+        done = subprocess.run([sys.executable, "-m", "herald", "kafka", "status"], env=merged,
+                              capture_output=True, text=True)  # fmt: skip
+        assert (done.returncode, done.stderr) == (2, f"herald: {line}\n"), what
+
+
+def test_help_names_the_password_settings_and_never_shows_one() -> None:
+    env = {**os.environ, **SASL, "HERALD_KAFKA_SASL_PASSWORD": SECRET}
+    done = subprocess.run([sys.executable, "-m", "herald", "--help"], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0
+    assert "HERALD_KAFKA_SASL_PASSWORD " in done.stdout
+    assert "HERALD_KAFKA_SASL_PASSWORD_FILE" in done.stdout
+    assert SECRET not in done.stdout + done.stderr

@@ -7,14 +7,23 @@ code works against the local broker and a secured remote cluster.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+    for_code,
+)
 
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
@@ -28,6 +37,10 @@ INPUT_RETENTION_MS = 7 * DAY_MS
 # One attempt never waits longer than this, so a deadline is checked often enough.
 ATTEMPT_TIMEOUT_S = 5.0
 POLL_S = 0.2
+
+
+class Refused(HeraldError):
+    """Kafka refused Herald's login or TLS: trying again would not help."""
 
 
 @dataclass(frozen=True)
@@ -79,11 +92,13 @@ async def wait_for_broker(
     """Return once a metadata request lists at least one broker.
 
     `check` runs before every attempt and may raise to give up early (e.g. the local broker's
-    process died). Raises ServiceUnavailable (one line) when the deadline passes.
+    process died). Raises ServiceUnavailable (one line) when the deadline passes, Refused at
+    once when the broker refuses the login or TLS.
     """
     deadline = time.monotonic() + timeout_s
     hosts = _hosts(settings.kafka_bootstrap)
-    reason = "no attempt made"
+    clients.connection(settings)  # a missing CA file is a HeraldError now, not retried
+    reason, hint = "no attempt made", True
     while True:
         if check is not None:
             check()
@@ -91,12 +106,15 @@ async def wait_for_broker(
         try:
             await asyncio.wait_for(_cluster_brokers(settings, hosts), attempt_s)
             return
+        except Refused:
+            raise
         except (KafkaError, OSError, TimeoutError, HeraldError) as exc:
-            reason = _reason(exc)
+            # Herald's own reasons say what to do; the others may be a broker not started.
+            reason, hint = _reason(exc), not isinstance(exc, HeraldError)
         if time.monotonic() >= deadline:
             raise ServiceUnavailable(
-                f"Kafka at {settings.kafka_bootstrap} is unreachable: {reason} "
-                "(start it with `herald kafka start`)"
+                f"Kafka at {settings.kafka_bootstrap} is unreachable: {reason}"
+                + (" (start it with `herald kafka start`)" if hint else "")
             )
         await asyncio.sleep(POLL_S)
 
@@ -128,9 +146,10 @@ async def topic_partitions(settings: Settings, topic: str) -> list[int]:
 
 
 async def _cluster_brokers(settings: Settings, hosts: list[tuple[str, int]]) -> list[Any]:
-    # A plain TCP connect first: while nothing listens, aiokafka would log an ERROR line for
-    # every attempt, and its message ("Unable to bootstrap from [...]") hides the real cause.
-    await _any_host_accepts(hosts)
+    # One connection of our own first: while nothing listens, aiokafka would log an ERROR line
+    # for every attempt, and its message ("Unable to bootstrap from [...]") hides the real
+    # cause, a refused login or certificate among them.
+    await _any_host_answers(settings, hosts)
     async with _admin(settings) as admin:
         brokers: list[Any] = (await admin.describe_cluster())["brokers"]
     if not brokers:
@@ -138,18 +157,38 @@ async def _cluster_brokers(settings: Settings, hosts: list[tuple[str, int]]) -> 
     return brokers
 
 
-async def _any_host_accepts(hosts: list[tuple[str, int]]) -> None:
-    error = OSError("no bootstrap server")
+async def _any_host_answers(settings: Settings, hosts: list[tuple[str, int]]) -> None:
+    """Connect, with TLS and the SASL login if configured, to the first host that accepts.
+    A refused login or certificate is final (Refused), not retried."""
+    security = {k: v for k, v in clients.connection(settings).items() if k != "bootstrap_servers"}
+    error: Exception = OSError("no bootstrap server")
     for host, port in hosts:
         try:
-            _, writer = await asyncio.open_connection(host, port)
-        except OSError as exc:
+            conn = await create_conn(
+                host, port, request_timeout_ms=int(ATTEMPT_TIMEOUT_S * 1000), **security
+            )
+        except (SaslAuthenticationFailed, UnsupportedSaslMechanismError) as exc:
+            raise Refused(
+                f"Kafka at {host}:{port} refused the {settings.kafka_sasl_mechanism} login of "
+                f"user {settings.kafka_sasl_username!r}: {exc.args[0] if exc.args else exc}"
+            ) from None
+        except ssl.SSLError as exc:
+            raise Refused(
+                f"TLS with Kafka at {host}:{port} failed: {exc.reason or exc} "
+                "(HERALD_KAFKA_SSL_CAFILE names the CA that signed its certificate)"
+            ) from None
+        except KafkaConnectionError as exc:  # TCP connected, then the broker hung up
             error = exc
-            continue
-        writer.close()
-        with suppress(OSError):
-            await writer.wait_closed()
-        return
+            if settings.kafka_security_protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+                error = HeraldError(
+                    f"{host}:{port} closed the connection (does its listener expect TLS? "
+                    f"HERALD_KAFKA_SECURITY_PROTOCOL is {settings.kafka_security_protocol})"
+                )
+        except (OSError, KafkaError) as exc:
+            error = exc
+        else:
+            conn.close()
+            return
     raise error
 
 
@@ -227,4 +266,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {ATTEMPT_TIMEOUT_S:g} s"
     text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, HeraldError):  # already says what is wrong
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

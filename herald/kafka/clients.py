@@ -13,23 +13,31 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.helpers import create_ssl_context
 
 from herald.config import Settings
+from herald.errors import HeraldError
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 FETCH_MIN_BYTES = 1024 * 1024
 
 
 def connection(settings: Settings) -> dict[str, Any]:
-    """Connection arguments shared by every aiokafka client Herald creates."""
+    """Connection arguments shared by every aiokafka client Herald creates; the Faust app's
+    credentials are made from them too (processes/app.py)."""
     kwargs: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "security_protocol": settings.kafka_security_protocol,
     }
-    if settings.kafka_sasl_mechanism:
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        password = settings.sasl_password
+        assert password is not None  # config.py requires it with SASL
         kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
         kwargs["sasl_plain_username"] = settings.kafka_sasl_username
-        kwargs["sasl_plain_password"] = settings.kafka_sasl_password
+        kwargs["sasl_plain_password"] = password.get_secret_value()
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile)
+        cafile = settings.kafka_ssl_cafile
+        # Checked here, not at start: `herald kafka start` makes the local broker's CA file.
+        if cafile is not None and not cafile.is_file():
+            raise HeraldError(f"HERALD_KAFKA_SSL_CAFILE {cafile} is not a file")
+        kwargs["ssl_context"] = create_ssl_context(cafile=None if cafile is None else str(cafile))
     return kwargs
 
 

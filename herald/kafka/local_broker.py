@@ -1,40 +1,36 @@
 """The local single-node Kafka broker: jars from Maven Central, KRaft, one JVM per data dir.
 
 Layout under `<data_dir>/kafka/`: server.properties and log4j2.properties (rewritten on every
-start), data/ (the log dirs, formatted once), server.log, kafka.pid.
+start), data/ (the log dirs, formatted once), server.log, kafka.pid; with SASL_SSL also tls/
+and scram-users (local_security.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import fcntl
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import herald
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
+from herald.kafka import local_security as security
 from herald.kafka.admin import wait_for_broker
+from herald.kafka.jars import Progress, ensure_jars, kafka_version, locked, say, tail
+from herald.kafka.local_security import Login
 from herald.kafka.templates import LOG4J2, server_properties
 
-Progress = Callable[[str], None]
-POM_PLACES = ("_deploy/kafka/pom.xml", "../deploy/kafka/pom.xml")  # wheel, then source tree
-MVN_TIMEOUT_S = 900
 JVM_OPTS = (
     "-Xms128m",
     "-Xmx512m",
@@ -51,70 +47,40 @@ class Broker:
     pid: int
     log_path: Path
     already_running: bool = False
+    ca_file: Path | None = None  # SASL_SSL: the CA clients trust (HERALD_KAFKA_SSL_CAFILE)
 
-
-def pom_path() -> Path:
-    """The pom that lists the broker's jars, in the installed wheel or the source tree."""
-    package = Path(herald.__file__).parent
-    for place in POM_PLACES:
-        if (package / place).is_file():
-            return (package / place).resolve()
-    raise HeraldError(f"deploy/kafka/pom.xml is missing from the Herald install at {package}")
-
-
-@cache
-def kafka_version() -> str:
-    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom_path().read_text())
-    if not match:
-        raise HeraldError(f"{pom_path()} names no <kafka.version>")
-    return match.group(1)
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "herald" / f"kafka-{kafka_version()}"
-
-
-def ensure_jars(progress: Progress | None = None) -> Path:
-    """The directory of the broker's jars, fetched with Maven once per machine."""
-    libs = cache_dir() / "libs"
-    if libs.is_dir():
-        return libs
-    _require("java", "a Java 17+ runtime")
-    _require("mvn", "Maven")
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(libs.parent / "fetch.lock"):
-        if libs.is_dir():  # fetched by a parallel caller while we waited for the lock
-            return libs
-        _say(progress, f"fetching Kafka {kafka_version()} jars with Maven (once, ~45 MB)")
-        tmp = Path(tempfile.mkdtemp(prefix="libs.tmp-", dir=libs.parent))
-        try:
-            _mvn_copy_dependencies(tmp)
-            tmp.rename(libs)  # atomic: nobody ever sees a half-filled libs/
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return libs
+    def describe(self) -> str:
+        """Started or found, and how to reach it: address, security, pid and log (never a
+        password)."""
+        state = "already running" if self.already_running else "started"
+        secured = f" (SASL_SSL, CA {self.ca_file})" if self.ca_file else ""
+        return f"{state} at {self.bootstrap}{secured} (pid {self.pid}, log {self.log_path})"
 
 
 def start(
-    data_dir: Path, port: int = 9092, timeout_s: float = 90, progress: Progress | None = None
+    data_dir: Path,
+    port: int = 9092,
+    timeout_s: float = 90,
+    progress: Progress | None = None,
+    login: Login | None = None,
 ) -> Broker:
     """Start this data dir's broker on 127.0.0.1:`port`, or return it if it already runs.
 
-    The first call on a machine fetches the jars (`ensure_jars`); `timeout_s` bounds the wait
-    for the started broker to answer a metadata request.
+    Plain text, or with `login` (`local_security.login_of(settings)`) one SASL_SSL listener
+    that accepts that SCRAM login. The first call on a machine fetches the jars
+    (`ensure_jars`); `timeout_s` bounds the wait for the started broker to answer.
     """
     kdir = data_dir.expanduser().resolve() / "kafka"
     kdir.mkdir(parents=True, exist_ok=True)
-    with _locked(kdir / "start.lock"):
+    with locked(kdir / "start.lock"):
         pid = _running_pid(kdir)
         if pid is not None:
-            return _attach(kdir, pid, port, timeout_s)
+            return _attach(kdir, pid, port, timeout_s, login)
         _require_free(port, "Kafka")
         libs = ensure_jars(progress)
-        _write_config(kdir, port)
-        _format_once(kdir, libs, progress)
-        return _launch(kdir, libs, port, timeout_s, progress)
+        _write_config(kdir, port, login)
+        _format_once(kdir, libs, progress, login)
+        return _launch(kdir, libs, port, timeout_s, progress, login)
 
 
 def stop(data_dir: Path, timeout_s: float = 30) -> bool:
@@ -132,21 +98,22 @@ def stop(data_dir: Path, timeout_s: float = 30) -> bool:
     return pid is not None
 
 
-def status(data_dir: Path, port: int = 9092) -> str:
-    """One line: whether this data dir's broker runs, where, and whether it answers."""
+def status(data_dir: Path, port: int = 9092, login: Login | None = None) -> str:
+    """One line: whether this data dir's broker runs, where, and whether it answers (a
+    SASL_SSL broker is asked with `login`)."""
     kdir = data_dir.expanduser().resolve() / "kafka"
     pid = _running_pid(kdir)
     if pid is None:
         taken = "" if _port_free(port) else f"; port {port} is taken by another process"
         return f"Kafka is not running from {kdir}{taken}"
-    bootstrap = f"127.0.0.1:{_configured_port(kdir) or port}"
+    name, running = _listener(kdir) or ("PLAINTEXT", port)
+    where = f"127.0.0.1:{running}" + (f" ({name})" if name != "PLAINTEXT" else "")
     try:
-        _run(wait_for_broker(_local_settings(bootstrap), timeout_s=2))
-    except ServiceUnavailable:
-        return (
-            f"Kafka (pid {pid}) runs but does not answer at {bootstrap}; log: {kdir / 'server.log'}"
-        )
-    return f"Kafka {kafka_version()} is running at {bootstrap} (pid {pid}, data {kdir})"
+        _run(wait_for_broker(_client(kdir, running, login), timeout_s=2))
+    except HeraldError as exc:  # unreachable, or a login this broker refuses
+        return (f"Kafka (pid {pid}) runs but does not answer at {where}: {exc}; log: "
+                f"{kdir / 'server.log'}")  # fmt: skip
+    return f"Kafka {kafka_version()} is running at {where} (pid {pid}, data {kdir})"
 
 
 def free_port() -> int:
@@ -156,43 +123,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# --- jars -----------------------------------------------------------------------------------
-
-
-def _require(tool: str, what: str) -> None:
-    if shutil.which(tool) is None:
-        raise HeraldError(f"`{tool}` is not on PATH: the local Kafka broker needs {what}")
-
-
-def _mvn_copy_dependencies(out: Path) -> None:
-    cmd = [
-        "mvn", "-B", "-q", "-f", str(pom_path()), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={out}",
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=MVN_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise HeraldError(f"Maven did not fetch the Kafka jars within {MVN_TIMEOUT_S} s") from exc
-    if done.returncode != 0:
-        raise HeraldError(
-            f"Maven could not fetch the Kafka jars: {_tail(done.stdout + done.stderr)}"
-        )
-
-
 # --- config and storage ---------------------------------------------------------------------
 
 
-def _write_config(kdir: Path, port: int) -> None:
+def _write_config(kdir: Path, port: int, login: Login | None) -> None:
     # The controller port is kept across starts when still free. Its address is only in this
     # file (a static quorum), so moving it when it is taken is safe.
     controller = _configured_port(kdir, "CONTROLLER")
     if controller is None or controller == port or not _port_free(controller):
         controller = free_port()
-    (kdir / "server.properties").write_text(server_properties(kdir, port, controller))
+    listener = None
+    if login is not None:
+        security.ensure_certificates(kdir)
+        listener = security.listener_properties(kdir, security.broker_login(kdir, login.mechanism))
+    # With SASL_SSL it holds the broker's own password: readable by its owner only.
+    security.write_private(kdir / "server.properties",
+                           server_properties(kdir, port, controller, listener).encode())
     (kdir / "log4j2.properties").write_text(LOG4J2)
 
 
-def _configured_port(kdir: Path, listener: str = "PLAINTEXT") -> int | None:
+def _configured_port(kdir: Path, listener: str) -> int | None:
     try:
         text = (kdir / "server.properties").read_text()
     except FileNotFoundError:
@@ -201,17 +151,51 @@ def _configured_port(kdir: Path, listener: str = "PLAINTEXT") -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _format_once(kdir: Path, libs: Path, progress: Progress | None) -> None:
+def _listener(kdir: Path) -> tuple[str, int] | None:
+    """The clients' listener of the configured broker: its name and port."""
+    for name in ("PLAINTEXT", security.LISTENER):
+        port = _configured_port(kdir, name)
+        if port is not None:
+            return name, port
+    return None
+
+
+def _format_once(kdir: Path, libs: Path, progress: Progress | None, login: Login | None) -> None:
+    users = kdir / "scram-users"  # their names, stored when the storage was formatted
     if (kdir / "data" / "meta.properties").exists():
+        known = users.read_text().split() if users.exists() else []
+        if login is not None and login.username not in known:
+            raise HeraldError(
+                f"the Kafka storage in {kdir / 'data'} was formatted without a SCRAM user "
+                f"{login.username!r}: stop the broker and delete that directory to format it "
+                "again (its topics are lost), or use another HERALD_DATA_DIR"
+            )
         return
-    _say(progress, f"formatting Kafka storage in {kdir / 'data'}")
-    cmd = [
-        *_java(kdir, libs), "kafka.tools.StorageTool", "format",
-        "--cluster-id", _cluster_id(), "--config", str(kdir / "server.properties"),
+    say(progress, f"formatting Kafka storage in {kdir / 'data'}")
+    logins = [] if login is None else [login, security.broker_login(kdir, login.mechanism)]
+    args = [
+        "kafka.tools.StorageTool", "format", "--cluster-id", _cluster_id(),
+        "--config", str(kdir / "server.properties"), *security.scram_arguments(logins),
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # The arguments go through a file only its owner reads: passwords stay off `ps`.
+    argfile = kdir / "format.args"
+    security.write_private(argfile, "".join(f"{_quoted(arg)}\n" for arg in args).encode())
+    try:
+        done = subprocess.run([*_java(kdir, libs), f"@{argfile}"], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+    finally:
+        argfile.unlink()
     if done.returncode != 0:
-        raise HeraldError(f"formatting Kafka storage failed: {_tail(done.stdout + done.stderr)}")
+        output = done.stdout + done.stderr
+        for secret in logins:
+            output = output.replace(secret.password.get_secret_value(), "***")
+        raise HeraldError(f"formatting Kafka storage failed: {tail(output)}")
+    users.write_text("".join(f"{secret.username}\n" for secret in logins))
+
+
+def _quoted(arg: str) -> str:
+    """One argument of a java @argfile: quoted, its backslashes and quotes escaped."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _cluster_id() -> str:
@@ -231,12 +215,13 @@ def _java(kdir: Path, libs: Path) -> list[str]:
 
 
 def _launch(
-    kdir: Path, libs: Path, port: int, timeout_s: float, progress: Progress | None
+    kdir: Path, libs: Path, port: int, timeout_s: float, progress: Progress | None,
+    login: Login | None,
 ) -> Broker:
     log_path = kdir / "server.log"
     if log_path.exists():
         log_path.replace(kdir / "server.log.1")  # keep the previous run's log, once
-    _say(progress, f"starting Kafka on 127.0.0.1:{port} (log: {log_path})")
+    say(progress, f"starting Kafka on 127.0.0.1:{port} (log: {log_path})")
     java = [*_java(kdir, libs), "kafka.Kafka", str(kdir / "server.properties")]
     # A shell starts the JVM in the background and exits: the broker is nobody's child, so
     # it outlives the CLI (and its Ctrl-C, through the new session) and never becomes a
@@ -253,24 +238,37 @@ def _launch(
     pid = int(shell.stdout)
     (kdir / "kafka.pid").write_text(f"{pid}\n")
     try:
-        _await_answer(kdir, pid, port, timeout_s)
+        _await_answer(kdir, pid, port, timeout_s, login)
     except HeraldError:
         stop(kdir.parent)  # a failed start leaves no half-started broker behind
         raise
-    return Broker(f"127.0.0.1:{port}", pid, log_path)
+    return Broker(f"127.0.0.1:{port}", pid, log_path, ca_file=_ca_file(kdir, login))
 
 
-def _attach(kdir: Path, pid: int, port: int, timeout_s: float) -> Broker:
-    running = _configured_port(kdir)
-    if running != port:
-        raise HeraldError(
-            f"Kafka from {kdir} already runs on port {running} (pid {pid}); stop it first"
-        )
-    _await_answer(kdir, pid, port, timeout_s)
-    return Broker(f"127.0.0.1:{port}", pid, kdir / "server.log", already_running=True)
+def _attach(kdir: Path, pid: int, port: int, timeout_s: float, login: Login | None) -> Broker:
+    wanted = "PLAINTEXT" if login is None else security.LISTENER
+    name, running = _listener(kdir) or ("?", None)
+    if (name, running) != (wanted, port):
+        raise HeraldError(f"Kafka from {kdir} already runs on port {running} ({name}, pid "
+                          f"{pid}); stop it first to run it {wanted} on {port}")  # fmt: skip
+    _await_answer(kdir, pid, port, timeout_s, login)
+    return Broker(f"127.0.0.1:{port}", pid, kdir / "server.log", already_running=True,
+                  ca_file=_ca_file(kdir, login))  # fmt: skip
 
 
-def _await_answer(kdir: Path, pid: int, port: int, timeout_s: float) -> None:
+def _ca_file(kdir: Path, login: Login | None) -> Path | None:
+    return None if login is None else security.ca_file(kdir)
+
+
+def _client(kdir: Path, port: int, login: Login | None) -> Settings:
+    """Settings for Herald's own checks of this broker: plain text, or its SASL_SSL listener
+    with `login` and the broker's CA, whatever the environment configures."""
+    return security.client_settings(f"127.0.0.1:{port}", login, _ca_file(kdir, login))
+
+
+def _await_answer(
+    kdir: Path, pid: int, port: int, timeout_s: float, login: Login | None
+) -> None:
     log_path = kdir / "server.log"
 
     def alive() -> None:
@@ -278,7 +276,7 @@ def _await_answer(kdir: Path, pid: int, port: int, timeout_s: float) -> None:
             raise HeraldError(f"Kafka (pid {pid}) exited: {_log_tail(log_path)}")
 
     try:
-        _run(wait_for_broker(_local_settings(f"127.0.0.1:{port}"), timeout_s, check=alive))
+        _run(wait_for_broker(_client(kdir, port, login), timeout_s, check=alive))
     except ServiceUnavailable as exc:
         raise HeraldError(
             f"Kafka (pid {pid}) did not answer at 127.0.0.1:{port} within {timeout_s:g} s; "
@@ -324,26 +322,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock shared by every process on the machine (CLI, tests, workers)."""
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _local_settings(bootstrap: str) -> Settings:
-    # The local broker is always plain text, whatever security the environment configures.
-    # The ignore: mypy does not see Field() defaults until pyproject enables pydantic.mypy.
-    return Settings(
-        kafka_bootstrap=bootstrap, kafka_security_protocol="PLAINTEXT", kafka_sasl_mechanism=None
-    )
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -366,15 +345,4 @@ def _log_tail(path: Path) -> str:
     except FileNotFoundError:
         return f"no log at {path}"
     errors = [line for line in lines if re.search(r"\b(ERROR|FATAL)\b|Exception", line)]
-    return f"{_tail(errors[-1:] or lines)} (log: {path})"
-
-
-def _tail(output: str | list[str], count: int = 3) -> str:
-    lines = output.splitlines() if isinstance(output, str) else output
-    kept = [line.strip() for line in lines if line.strip()][-count:]
-    return " | ".join(line[:300] for line in kept) or "no output"
-
-
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
+    return f"{tail(errors[-1:] or lines)} (log: {path})"

@@ -21,17 +21,23 @@ logger.config.level = WARN
 """
 
 
-def server_properties(kdir: Path, port: int, controller: int) -> str:
-    """server.properties of a single-node KRaft broker and controller on 127.0.0.1."""
+def server_properties(
+    kdir: Path, port: int, controller: int, sasl_ssl: dict[str, str] | None = None
+) -> str:
+    """server.properties of a single-node KRaft broker and controller on 127.0.0.1: clients
+    on a PLAINTEXT listener, or on a SASL_SSL one configured by `sasl_ssl`
+    (local_security.listener_properties)."""
+    name = "PLAINTEXT" if sasl_ssl is None else "SASL_SSL"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listeners": f"{name}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+        "advertised.listeners": f"{name}://127.0.0.1:{port}",
+        "listener.security.protocol.map": f"{name}:{name},CONTROLLER:PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "inter.broker.listener.name": name,
+        **(sasl_ssl or {}),
         "log.dirs": str(kdir / "data"),
         # A single node: every internal topic has one replica.
         "offsets.topic.replication.factor": "1",

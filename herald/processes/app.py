@@ -17,6 +17,7 @@ import faust
 import mode
 import orjson
 from aiokafka import AIOKafkaProducer
+from faust.types.auth import CredentialsT
 from prometheus_client import generate_latest
 
 from herald.config import Settings
@@ -169,6 +170,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
     app = faust.App(
         app_id(settings, role),
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=_credentials(settings),
         datadir=str(settings.data_path / "faust" / f"{role}-{settings.web_port}"),
         # faust-streaming 0.15 has no rocksdict:// URL: rocksdb:// with the table option
         # driver=rocksdict (streams/escalate.py) runs on rocksdict.
@@ -191,6 +193,21 @@ def create_app(settings: Settings, role: str) -> faust.App:
         escalate.register(app, settings)
     _add_pages(app, pipeline)
     return app
+
+
+def _credentials(settings: Settings) -> CredentialsT | None:
+    """The security of Herald's own clients (`clients.connection`), as the Faust app takes it."""
+    kwargs = clients.connection(settings)
+    if "sasl_mechanism" in kwargs:
+        return faust.SASLCredentials(
+            username=kwargs["sasl_plain_username"],
+            password=kwargs["sasl_plain_password"],
+            mechanism=kwargs["sasl_mechanism"],
+            ssl_context=kwargs.get("ssl_context"),  # None: SASL_PLAINTEXT
+        )
+    if "ssl_context" in kwargs:
+        return faust.SSLCredentials(kwargs["ssl_context"])
+    return None
 
 
 def _add_pages(app: faust.App, pipeline: Pipeline) -> None:

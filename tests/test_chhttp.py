@@ -1,0 +1,57 @@
+"""Herald's server path over HTTP, against real SQL: the stand-in (tests.chhttp) serves chDB
+on ClickHouse's HTTP interface, and Herald talks to it with clickhouse-connect's HTTP client,
+as it would to the ClickHouse server of docker-compose.yml."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from herald.load.simulate import Scenario, generate
+from herald.load.totals import expected_totals
+from tests.chhttp import ChHttp
+from tests.e2e import assert_exact, produce
+from tests.harness import Herald
+from tests.test_cli import herald
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ChHttp]:
+    with ChHttp(tmp_path / "server") as started:
+        yield started
+
+
+def over_http(server: ChHttp, *args: str) -> tuple[int, str, str]:
+    done = herald(*args, HERALD_CLICKHOUSE_DSN=server.dsn,
+                  HERALD_DATA_DIR=str(server.path.parent / "cli"))  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.mark.slow
+def test_worker_and_sink_over_http_are_exact(broker: str, server: ChHttp, tmp_path: Path) -> None:
+    """`herald worker` and `herald sink` as separate processes (SPEC §7), the sink writing to
+    the server over HTTP: every table and view exact, and `herald query` reads them there."""
+    messages = generate(Scenario(seed=31, invalid=10))
+    totals = expected_totals(messages)
+    produce(broker, messages)
+    worker = Herald(tmp_path / "worker", broker, role="worker").start()
+    sink = Herald(tmp_path / "sink", broker, role="sink", clickhouse_dsn=server.dsn).start()
+    try:
+        assert_exact(sink, totals)
+    finally:
+        worker.stop()
+        sink.stop()
+    assert not (tmp_path / "sink" / "clickhouse").exists(), "the sink wrote to chDB of its own"
+    inserts = {line.split("INSERT INTO ")[1].split()[0].strip("`") for line in server.log()
+               if " 200 INSERT INTO " in line}  # fmt: skip
+    assert {"broadcast_stats_1m", "invalid_events", "events_raw"} <= inserts, inserts
+
+    tenant = sorted(totals.by_broadcast)[0][0]
+    code, out, err = over_http(server, "query", "--tenant", tenant, "SELECT DISTINCT tenant_id"
+                               " FROM broadcast_summary FORMAT TSV")  # fmt: skip
+    assert (code, out, err) == (0, f"{tenant}\n", "")
+    code, out, _ = over_http(server, "query", "SELECT uniqExact(tenant_id) FROM broadcast_summary"
+                             " FORMAT TSV")  # fmt: skip
+    assert int(out) == len({t for t, _ in totals.by_broadcast}) > 1

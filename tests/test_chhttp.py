@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from herald.load.simulate import Scenario, generate
 from herald.load.totals import expected_totals
+from herald.sinks.migrations import MIGRATIONS
 from tests.chhttp import ChHttp
 from tests.e2e import assert_exact, produce
 from tests.harness import Herald
@@ -27,6 +29,32 @@ def over_http(server: ChHttp, *args: str) -> tuple[int, str, str]:
     done = herald(*args, HERALD_CLICKHOUSE_DSN=server.dsn,
                   HERALD_DATA_DIR=str(server.path.parent / "cli"))  # fmt: skip
     return done.returncode, done.stdout, done.stderr
+
+
+def test_migrate_and_query_over_http(server: ChHttp, tmp_path: Path) -> None:
+    code, out, err = over_http(server, "db", "migrate")
+    assert code == 0 and err == "", err
+    assert out.split() == [m.label for m in MIGRATIONS]
+    # A server runs the access-control steps (chDB cannot: the stand-in records them).
+    ignored = [line for line in server.log() if line.startswith("IGNORED")]
+    assert len(ignored) == sum(m.server_only for m in MIGRATIONS) == 4, ignored
+    assert over_http(server, "db", "migrate") == (0, "schema is up to date\n", "")
+
+    code, out, err = over_http(server, "query", "SELECT count() AS n FROM broadcast_summary"
+                               " FORMAT JSONEachRow")  # fmt: skip
+    assert (code, err) == (0, "") and int(orjson.loads(out)["n"]) == 0, out
+    embedded_env = {"HERALD_DATA_DIR": str(tmp_path / "embedded")}
+    pretty = herald("query", "SELECT 1 AS one", **embedded_env)
+    assert over_http(server, "query", "SELECT 1 AS one") == (0, pretty.stdout, "")
+    assert "one" in pretty.stdout
+    code, _, err = over_http(server, "query", "DROP TABLE broadcasts")
+    assert code == 1 and err.startswith("herald: refused: queries are read-only"), err
+
+    # ClickHouse's own errors read the same as with embedded chDB: one line, no url or version.
+    code, _, err = over_http(server, "query", "SELECT * FROM nope")
+    embedded = herald("query", "SELECT * FROM nope", **embedded_env)
+    assert code == embedded.returncode == 1
+    assert err == embedded.stderr and err.count("\n") == 1, (err, embedded.stderr)
 
 
 @pytest.mark.slow

@@ -113,6 +113,24 @@ def _root_cause(ex: BaseException) -> str:
     return _first_line(ex)
 
 
+# What surrounds ClickHouse's reason: its error name, the server's version (an official
+# build's has parentheses of its own) and the URL clickhouse-connect's HTTP client adds.
+_TRAILER = re.compile(
+    r"\. \([A-Z_]+\)(?: \(version [^()]*(?:\([^()]*\))?\)\.?)?(?: \([A-Z_]+\))?"
+    r"(?: \(for url [^()]*\))?$"
+)
+
+
+def reason(ex: ClickHouseError) -> str:
+    """ClickHouse's reason for an error, on one line: without the code, the error name, the
+    version and the URL around it, so it reads the same from chDB and from a server."""
+    lines = str(ex).strip().splitlines() or [type(ex).__name__]
+    # The HTTP client puts ClickHouse's own line second, after its own.
+    line = next((x for x in lines if "DB::Exception: " in x), lines[0])
+    found = re.sub(r"^(?:.*?DB::Exception: )+(?:default: )?", "", line)
+    return _TRAILER.sub("", found)
+
+
 def _first_line(ex: BaseException) -> str:
     lines = str(ex).strip().splitlines()
     return lines[0][:300] if lines else type(ex).__name__

@@ -57,6 +57,15 @@ def test_migrate_and_query_over_http(server: ChHttp, tmp_path: Path) -> None:
     assert err == embedded.stderr and err.count("\n") == 1, (err, embedded.stderr)
 
 
+def test_migrate_refused_by_the_server_is_one_line(tmp_path: Path) -> None:
+    """A server user without access management: the tenancy steps are refused."""
+    with ChHttp(tmp_path / "server", access_management=False) as server:
+        code, out, err = over_http(server, "db", "migrate")
+    assert code == 1 and out == "", out
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("herald: migration 0030_tenant_role failed: Not enough privileges"), err
+
+
 @pytest.mark.slow
 def test_worker_and_sink_over_http_are_exact(broker: str, server: ChHttp, tmp_path: Path) -> None:
     """`herald worker` and `herald sink` as separate processes (SPEC §7), the sink writing to

@@ -17,7 +17,10 @@ import logging
 import re
 
 from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from herald.errors import HeraldError
+from herald.sinks import clickhouse
 from herald.sinks.migrations import base, engagement, reach, search, tenancy
 from herald.sinks.migrations.step import Migration
 
@@ -65,7 +68,14 @@ def _apply(client: Client, migration: Migration) -> str:
     skipped = migration.server_only and client.uri.startswith("chdb:")
     log.info("%s migration %s", "recording" if skipped else "applying", migration.label)
     if not skipped:
-        client.command(migration.sql)
+        try:
+            client.command(migration.sql)
+        except OperationalError:
+            raise  # the connection failed, not the step
+        except ClickHouseError as exc:  # e.g. a server user without access management
+            raise HeraldError(
+                f"migration {migration.label} failed: {clickhouse.reason(exc)}"
+            ) from exc
     client.insert(
         "schema_migrations", [[migration.version, migration.name]], column_names=["version", "name"]
     )

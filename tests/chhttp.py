@@ -17,6 +17,7 @@ What it serves, and what it cannot prove: docs/architecture.md, "Faults and test
 from __future__ import annotations
 
 import gzip
+import os
 import select
 import socket
 import socketserver
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from base64 import b64decode
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -99,7 +101,18 @@ class Handler(BaseHTTPRequestHandler):
         query = next((v for k, v in params if k == "query"), "").encode()
         text = query + b"\n" + body if query else body
         form = "multipart/form-data" in self.headers.get("Content-Type", "")
-        self._send(self.server.engine.answer(Request(text, params, self.command, form)))
+        request = Request(text, params, self.command, form, self._user(params))
+        self._send(self.server.engine.answer(request))
+
+    def _user(self, params: list[tuple[str, str]]) -> tuple[str, str]:
+        """Basic authentication, X-ClickHouse-User/Key headers or user/password parameters."""
+        basic = self.headers.get("Authorization", "")
+        if basic.startswith("Basic "):
+            name, _, password = b64decode(basic[6:]).decode().partition(":")
+            return name, password
+        given = dict(params)
+        return (self.headers.get("X-ClickHouse-User") or given.get("user", "default"),
+                self.headers.get("X-ClickHouse-Key") or given.get("password", ""))  # fmt: skip
 
     def _send(self, answer: Answer) -> None:
         if self.server.mode != "forward":  # switched while this connection was open
@@ -152,18 +165,19 @@ class ChHttp:
     """The stand-in as a child process on a port of its own, steered through its stdin."""
 
     def __init__(self, path: Path, mode: str = "forward", access_management: bool = True,
-                 timeout_s: float = 60) -> None:  # fmt: skip
-        """`access_management`: see tests.chhttp_engine.Engine."""
+                 password: str = "", timeout_s: float = 60) -> None:  # fmt: skip
+        """`password`: of its one user, `default`; `access_management`: see
+        tests.chhttp_engine.Engine."""
         self.path, self.mode, self.timeout_s = path.resolve(), mode, timeout_s
-        self.access_management = access_management
+        self.access_management, self.password = access_management, password
         self.port = free_port()
         self.log_path = self.path.parent / f"{self.path.name}-chhttp.log"
         self._proc: subprocess.Popen[str] | None = None
 
     @property
     def dsn(self) -> str:
-        """Herald's DSN for it (chDB checks no password: any is accepted)."""
-        return f"http://default:@127.0.0.1:{self.port}"
+        """Herald's DSN for it."""
+        return f"http://default:{self.password}@127.0.0.1:{self.port}"
 
     def __enter__(self) -> ChHttp:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +186,7 @@ class ChHttp:
                 [sys.executable, "-m", "tests.chhttp", str(self.path), str(self.port), self.mode,
                  str(int(self.access_management))],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
+                env={**os.environ, "CHHTTP_PASSWORD": self.password},
             )  # fmt: skip
         self._reply(f"ready {self.mode}")
         return self
@@ -209,7 +224,12 @@ class ChHttp:
 
 def main(path: str, port: str, mode: str, access_management: str) -> None:
     with open(Path(path).parent / f"{Path(path).name}-chhttp.log", "a", buffering=1) as log:
-        engine = Engine(Path(path), lambda line: print(line, file=log), access_management == "1")
+        engine = Engine(
+            Path(path),
+            lambda line: print(line, file=log),
+            access_management == "1",
+            os.environ["CHHTTP_PASSWORD"],
+        )
         endpoint = Endpoint(engine, int(port))
         endpoint.switch(mode)
         print(f"ready {mode}", flush=True)

@@ -74,6 +74,7 @@ class Request:
     params: list[tuple[str, str]]
     method: str
     form: bool = False  # multipart/form-data: the query and its parameters as form fields
+    user: tuple[str, str] = ("default", "")  # the name and password the request gave
 
     def param(self, name: str, default: str = "") -> str:
         return next((v for k, v in self.params if k == name), default)
@@ -105,8 +106,10 @@ class Engine:
     whose user may manage access); without, chDB's refusal is the answer (a user who may not).
     """
 
-    def __init__(self, path: Path, log: Callable[[str], None], access_management: bool) -> None:
+    def __init__(self, path: Path, log: Callable[[str], None], access_management: bool,
+                 password: str) -> None:  # fmt: skip
         self.path, self.log, self.access_management = str(path), log, access_management
+        self.password = password  # of the one user, `default`
         path.mkdir(parents=True, exist_ok=True)
         self._anchor = chdb.connect(self.path)  # keeps the engine up between requests
         zone, self.version = self._anchor.query("SELECT timezone(), version()", "TSV").bytes() \
@@ -146,6 +149,9 @@ class Engine:
 
     def _run(self, request: Request) -> tuple[bytes, dict[str, str], str | None]:
         """(the answer's body, its summary, its format when it is a result)."""
+        if request.user != ("default", self.password):
+            raise Refused(516, "AUTHENTICATION_FAILED", f"{request.user[0]}: Authentication failed:"
+                          " password is incorrect, or there is no user with such name")  # fmt: skip
         text = request.text[_COMMENTS.match(request.text).end() :]  # type: ignore[union-attr]
         if _SESSION_STATEMENT.match(text):
             raise Refused(48, "NOT_IMPLEMENTED", "the stand-in keeps no session state (SET, USE)")

@@ -12,9 +12,7 @@ import errno
 import os
 import re
 import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -31,7 +29,9 @@ from herald.kafka import local_broker
 from herald.load.simulate import Scenario, generate
 from herald.load.totals import expected_totals
 from herald.processes.child import HeraldProcess
+from herald.processes.query import ask_running_process
 from herald.telemetry.outage import CONNECTION_NOISE
+from tests.chhttp import ChHttp
 from tests.e2e import Paced, aggregates_end, assert_exact, kill_at, produce
 from tests.harness import Herald, wait_for
 from tests.test_cli import herald
@@ -171,33 +171,6 @@ def test_sink_down_for_half_a_minute_while_the_worker_goes_on(broker: str, tmp_p
     assert max(max(lag.values(), default=0) for _, lag, _, _ in samples) < totals.valid / 4
 
 
-class Dropper:
-    """A port that accepts TCP connections and closes them at once (a server that is half
-    up, or a load balancer with nothing behind it)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> Dropper:
-        self._thread.start()
-        server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
-        self._server: asyncio.AbstractServer = server
-        return self
-
-    async def _serve(self) -> asyncio.AbstractServer:
-        def drop(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.transport.abort()
-
-        return await asyncio.start_server(drop, "127.0.0.1", self.port)
-
-    def __exit__(self, *_exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
 def retry_lines(process: HeraldProcess) -> list[tuple[str, float]]:
     """The sink's one-line ClickHouse errors so far: (cause, the backoff it announced)."""
     found = re.findall(r"sink: cannot reach ClickHouse at [^:]+:\d+: (.*); retrying in ([\d.]+)s",
@@ -205,40 +178,40 @@ def retry_lines(process: HeraldProcess) -> list[tuple[str, float]]:
     return [(cause, float(delay)) for cause, delay in found]
 
 
-def test_clickhouse_unreachable_refused_then_dropped(broker: str, tmp_path: Path) -> None:
-    """A server DSN whose port is closed, then accepts and drops connections: the sink says so
-    in one line per try with a growing backoff, and consumes (so commits) nothing. Switched to
-    chDB (no ClickHouse server runs here: see docs/architecture.md, Faults), it inserts
-    everything."""
+def test_clickhouse_refusing_then_dropping_then_forwarding(broker: str, tmp_path: Path) -> None:
+    """A ClickHouse server (tests.chhttp) whose port is closed, then accepts and drops
+    connections, then answers, on one port: the sink says so in one line per try with a
+    growing backoff, and consumes (so commits) nothing; once the server answers, the sink
+    inserts everything over HTTP, exactly."""
     messages = generate(Scenario(seed=29, invalid=10))
     totals = expected_totals(messages)
     produce(broker, messages)
     worker = start("worker", tmp_path, broker)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again once the probe is
-    dsn = f"http://default:secret@127.0.0.1:{port}"
-    sink = Herald(tmp_path / "sink", broker, role="sink", clickhouse_dsn=dsn).launch()
-    try:
-        refused = wait_for(lambda: len(retry_lines(sink)) >= 4 and retry_lines(sink), 60,
-                           "four refused tries")  # fmt: skip
-        with Dropper(port):
+    with ChHttp(tmp_path / "server", mode="refuse", password="secret") as server:
+        sink = Herald(tmp_path / "sink", broker, role="sink", clickhouse_dsn=server.dsn).launch()
+        try:
+            refused = wait_for(lambda: len(retry_lines(sink)) >= 4 and retry_lines(sink), 60,
+                               "four refused tries")  # fmt: skip
+            server.switch("drop")
             wait_for(lambda: len(retry_lines(sink)) >= len(refused) + 2, 60, "two dropped tries")
-        assert_alive(sink)
-        assert group_offsets(broker, "herald-sink") == {}  # nothing committed
-        sink.stop()
-        lines = retry_lines(sink)
-        log = sink.log_path.read_text()
-        assert "Traceback" not in log and "Retrying (" not in log and "secret" not in log
-        delays = [delay for _, delay in lines]
-        assert delays == sorted(delays) and delays[0] < delays[-1], delays
-        assert "refused" in lines[0][0].lower()
-        assert lines[-1][0] != lines[0][0], "the dropped connections said the same as refused"
-        sink = start("sink", tmp_path, broker)  # the default DSN: chDB under its data dir
-        assert_exact(sink, totals)
-    finally:
-        worker.stop()
-        sink.stop()
+            assert_alive(sink)
+            assert group_offsets(broker, "herald-sink") == {}  # nothing committed
+            server.switch("forward")
+            wait_for(lambda: ask_running_process(sink.settings, "SELECT 1 FORMAT TSV"), 60,
+                     "the sink to start once ClickHouse answers")  # fmt: skip
+            assert_exact(sink, totals)
+            lines = retry_lines(sink)
+            assert_alive(sink)
+        finally:
+            worker.stop()
+            sink.stop()
+    log = sink.log_path.read_text()
+    assert "Traceback" not in log and "Retrying (" not in log and "secret" not in log
+    delays = [delay for _, delay in lines]
+    assert delays == sorted(delays) and delays[0] < delays[-1], delays
+    assert "refused" in lines[0][0].lower()
+    assert lines[-1][0] != lines[0][0], "the dropped connections said the same as refused"
+    assert not (tmp_path / "sink" / "clickhouse").exists(), "the sink wrote to chDB of its own"
 
 
 @contextmanager

@@ -9,14 +9,20 @@ from pathlib import Path
 
 import orjson
 import pytest
+from clickhouse_connect.driver import Client
 
+from herald.dashboards.boards import DASHBOARDS
+from herald.dashboards.macros import expand
+from herald.dashboards.runner import Frame, choose_all, data_time_range, resolve_variables, run_sql
 from herald.load.simulate import Scenario, generate
 from herald.load.totals import expected_totals
-from herald.sinks.migrations import MIGRATIONS
+from herald.sinks.clickhouse import connect
+from herald.sinks.migrations import MIGRATIONS, migrate
 from tests.chhttp import ChHttp
 from tests.e2e import assert_exact, produce
 from tests.harness import Herald
 from tests.test_cli import herald
+from tests.test_dashboards_data import fill_sample_data
 
 
 @pytest.fixture
@@ -64,6 +70,35 @@ def test_migrate_refused_by_the_server_is_one_line(tmp_path: Path) -> None:
     assert code == 1 and out == "", out
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("herald: migration 0030_tenant_role failed: Not enough privileges"), err
+
+
+def every_panel(client: Client) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """Each dashboard panel's columns, types and rows (as text, sorted) with variables at All."""
+    start, end = data_time_range(client)
+    frames: dict[str, Frame] = {}
+    for dashboard in DASHBOARDS:
+        ctx = resolve_variables(client, dashboard, start, end, choose_all)
+        for panel in dashboard.panels:
+            frames[f"{dashboard.uid}/{panel.title}"] = run_sql(client, expand(panel.sql, ctx))
+    return {name: (f.columns, f.types, sorted(map(repr, f.rows))) for name, f in frames.items()}
+
+
+def test_dashboards_read_the_same_over_http_as_from_chdb(server: ChHttp, tmp_path: Path) -> None:
+    """The same rows written with the sink's insert to chDB and over HTTP: every panel of
+    every dashboard shows the same over both (types, time zones and maps included)."""
+    shown = []
+    for dsn in (f"chdb://{tmp_path / 'embedded'}", server.dsn):
+        client = connect(dsn)
+        try:
+            migrate(client)
+            fill_sample_data(client)
+            shown.append(every_panel(client))
+        finally:
+            client.close()
+    embedded, over_server = shown
+    assert over_server == embedded
+    empty = [name for name, (_, _, rows) in embedded.items() if not rows]
+    assert len(empty) < len(embedded) / 10, empty
 
 
 @pytest.mark.slow

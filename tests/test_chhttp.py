@@ -72,6 +72,16 @@ def test_migrate_refused_by_the_server_is_one_line(tmp_path: Path) -> None:
     assert err.startswith("herald: migration 0030_tenant_role failed: Not enough privileges"), err
 
 
+def test_wrong_password_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    with ChHttp(tmp_path / "server", password="secret") as server:
+        done = herald("db", "migrate", HERALD_CLICKHOUSE_DSN=server.dsn.replace("secret", "guess"),
+                      HERALD_DATA_DIR=str(tmp_path / "cli"))  # fmt: skip
+    assert done.returncode == 1 and "guess" not in done.stderr
+    assert done.stderr == (f"herald: ClickHouse at 127.0.0.1:{server.port} refused the connection:"
+                           " Authentication failed: password is incorrect, or there is no user"
+                           " with such name\n")  # fmt: skip
+
+
 def every_panel(client: Client) -> dict[str, tuple[list[str], list[str], list[str]]]:
     """Each dashboard panel's columns, types and rows (as text, sorted) with variables at All."""
     start, end = data_time_range(client)

@@ -94,7 +94,7 @@ def _open_server(parsed: ParseResult) -> Client:
         raise
     except ClickHouseError as ex:
         raise HeraldError(
-            f"ClickHouse at {address} refused the connection: {_first_line(ex)}"
+            f"ClickHouse at {address} refused the connection: {reason(ex)}"
         ) from ex
 
 

@@ -24,7 +24,6 @@ import socketserver
 import subprocess
 import sys
 import threading
-import zlib
 from base64 import b64decode
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,7 +152,6 @@ def _decompress(raw: bytes, encoding: str) -> bytes:
     decoders: dict[str, Callable[[bytes], bytes]] = {
         "zstd": zstd.decompress,
         "gzip": gzip.decompress,
-        "deflate": zlib.decompress,
     }
     return decoders[encoding](raw)
 

@@ -4,12 +4,19 @@ as it would to the ClickHouse server of docker-compose.yml."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import http.client
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
+import clickhouse_connect
 import orjson
 import pytest
 from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from herald.dashboards.boards import DASHBOARDS
 from herald.dashboards.macros import expand
@@ -35,6 +42,73 @@ def over_http(server: ChHttp, *args: str) -> tuple[int, str, str]:
     done = herald(*args, HERALD_CLICKHOUSE_DSN=server.dsn,
                   HERALD_DATA_DIR=str(server.path.parent / "cli"))  # fmt: skip
     return done.returncode, done.stdout, done.stderr
+
+
+NONE: Mapping[str, str] = MappingProxyType({})
+
+
+def ask(server: ChHttp, query: str, data: bytes | None = None,
+        params: Mapping[str, str] = NONE, headers: Mapping[str, str] = NONE,
+        ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    """A plain HTTP request: GET without data, else POST."""
+    url = f"http://127.0.0.1:{server.port}/?{urllib.parse.urlencode({'query': query, **params})}"
+    request = urllib.request.Request(url, data, dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, dict(refused.headers), refused.read()
+
+
+@pytest.mark.parametrize("compress", ["lz4", "zstd", "gzip", False])
+def test_the_stand_in_speaks_clickhouse_http(server: ChHttp, compress: str | bool) -> None:
+    """What tests.chhttp serves, seen from clickhouse-connect and from plain HTTP."""
+    client = clickhouse_connect.get_client(dsn=server.dsn, interface="http", compress=compress)
+    try:
+        client.command("CREATE TABLE t (n UInt32, m Map(UInt16, UInt64)) ENGINE = Memory")
+        client.insert("t", [[i, {i: 2 * i}] for i in range(5000)], column_names=["n", "m"])
+        assert client.query("SELECT sum(n), sum(m[toUInt16(n)]) FROM t").result_rows == [
+            (12497500, 24995000)]  # fmt: skip
+        assert client.command("SELECT count() FROM t WHERE n > {k:UInt32}", {"k": 4000}) == 999
+        assert client.command("SELECT 1 WHERE 0") == ""  # a result, empty (X-ClickHouse-Format)
+        with pytest.raises(DatabaseError, match="UNKNOWN_TABLE"):
+            client.query("SELECT * FROM nope")
+    finally:
+        client.close()
+
+    assert ask(server, "SELECT 1")[::2] == (200, b"1\n")  # GET
+    code, headers, body = ask(server, "CREATE TABLE u (n UInt8) ENGINE = Memory")
+    assert code == 500 and headers["X-ClickHouse-Exception-Code"] == "164", body  # GET: readonly
+    code, headers, body = ask(server, "SELECT * FROM nope", b"")
+    assert (code, headers["X-ClickHouse-Exception-Code"]) == (404, "60")
+    assert body.endswith(b"(UNKNOWN_TABLE) (version 26.9.2.1 (official build))\n"), body
+    assert ask(server, "SELECT 2 AS x FORMAT JSONEachRow", b"")[::2] == (200, b'{"x":2}\n')
+    assert ask(server, "INSERT INTO t FORMAT TSV", b"7\t{}\n")[0] == 200
+    assert ask(server, "SELECT count() FROM t WHERE n = 7", b"")[2] == b"2\n"
+    for refused in ("SET max_threads = 1", "USE system"):
+        code, _, body = ask(server, refused, b"")
+        assert code == 501 and b"no session state" in body, body
+    code, _, body = ask(server, "SELECT 1", b"x", headers={"Content-Type": "multipart/form-data"})
+    assert code == 501 and b"form-encoded" in body, body
+    code, _, body = ask(server, "SELECT 1", b"", {"decompress": "1"})
+    assert code == 501 and b"compressed request bodies" in body, body
+    assert (
+        ask(server, "SELECT 1", b"", headers={"Authorization": "Basic Z3Vlc3M6"})[0] == 403
+    )  # guess:
+    assert ask(server, "SELECT 1", b"", headers={"X-ClickHouse-User": "guess"})[0] == 403
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/ping", timeout=30) as pong:
+        assert pong.read() == b"Ok.\n"
+
+
+def test_the_stand_in_refuses_drops_and_forwards_on_one_port(server: ChHttp) -> None:
+    server.switch("refuse")
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        ask(server, "SELECT 1")
+    server.switch("drop")
+    with pytest.raises(http.client.RemoteDisconnected):
+        ask(server, "SELECT 1")
+    server.switch("forward")
+    assert ask(server, "SELECT 1")[0] == 200
 
 
 def test_migrate_and_query_over_http(server: ChHttp, tmp_path: Path) -> None:

@@ -214,6 +214,54 @@ def test_clickhouse_refusing_then_dropping_then_forwarding(broker: str, tmp_path
     assert not (tmp_path / "sink" / "clickhouse").exists(), "the sink wrote to chDB of its own"
 
 
+def insert_failures(process: HeraldProcess, start_at: int) -> list[tuple[str, float]]:
+    """The sink's failed inserts logged after byte `start_at`: (cause, the backoff announced)."""
+    found = re.findall(r"sink: ClickHouse insert failed \((.*)\), retrying in ([\d.]+)s",
+                       logged_since(process, start_at))  # fmt: skip
+    return [(cause, float(delay)) for cause, delay in found]
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    return {tp: done for tp, (done, _end) in group_offsets(bootstrap, group).items()}
+
+
+def test_clickhouse_server_goes_away_under_a_running_sink(broker: str, tmp_path: Path) -> None:
+    """The server a running sink writes to refuses at 30 %, then drops connections, then answers
+    again: the sink retries its batch with a growing backoff, one line each, commits nothing
+    meanwhile, and ends exact."""
+    messages = generate(Scenario(seed=37, broadcasts=60, users_per_broadcast=400, invalid=15))
+    totals = expected_totals(messages)
+    with ChHttp(tmp_path / "server", password="secret") as server:
+        worker = start("worker", tmp_path, broker)
+        sink = start("sink", tmp_path, broker, clickhouse_dsn=server.dsn)
+        stream = Paced(broker, messages).start()
+        try:
+            kill_at(0.3, totals, sink, lambda: server.switch("refuse"))
+            mark = sink.log_path.stat().st_size
+            wait_for(lambda: len(insert_failures(sink, mark)) >= 3, 60, "three refused inserts")
+            committed = committed_offsets(broker, "herald-sink")
+            server.switch("drop")
+            refused = len(insert_failures(sink, mark))
+            wait_for(lambda: len(insert_failures(sink, mark)) >= refused + 2, 60,
+                     "two dropped inserts")  # fmt: skip
+            assert committed_offsets(broker, "herald-sink") == committed  # nothing committed
+            server.switch("forward")
+            stream.join()
+            assert_exact(sink, totals)
+            assert_alive(worker, sink)
+        finally:
+            worker.stop()
+            sink.stop()
+    failures, logged = insert_failures(sink, mark), logged_since(sink, mark)
+    print(f"--- herald sink after the server went away:\n{logged}")
+    assert "Traceback" not in logged and "Retrying (" not in logged and "secret" not in logged
+    delays = [delay for _, delay in failures]
+    assert delays == sorted(delays) and delays[0] < delays[-1], delays
+    causes = [cause for cause, _ in failures]  # the first may be the connection it cut
+    assert any("Connection refused" in c for c in causes[:refused]), causes
+    assert "Connection refused" not in causes[-1], causes
+
+
 @contextmanager
 def tmpfs(where: Path, options: str) -> Iterator[Path]:
     """A small tmpfs mounted at `where` (root only; skipped where mounting is not allowed:

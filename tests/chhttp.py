@@ -26,6 +26,7 @@ import sys
 import threading
 from base64 import b64decode
 from collections.abc import Callable
+from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -60,7 +61,8 @@ class Endpoint(ThreadingHTTPServer):
             self.shutdown()
             self.server_close()
             for connection in list(self.connections):
-                connection.shutdown(socket.SHUT_RDWR)
+                with suppress(OSError):  # closed by its client meanwhile
+                    connection.shutdown(socket.SHUT_RDWR)
             self._serving = None
         elif mode != "refuse" and self._serving is None:
             socketserver.TCPServer.__init__(self, ("127.0.0.1", self.port), Handler)

@@ -117,7 +117,7 @@ def test_migrate_and_query_over_http(server: ChHttp, tmp_path: Path) -> None:
     assert out.split() == [m.label for m in MIGRATIONS]
     # A server runs the access-control steps (chDB cannot: the stand-in records them).
     ignored = [line for line in server.log() if line.startswith("IGNORED")]
-    assert len(ignored) == sum(m.server_only for m in MIGRATIONS) == 4, ignored
+    assert len(ignored) == sum(m.server_only for m in MIGRATIONS) > 0, ignored
     assert over_http(server, "db", "migrate") == (0, "schema is up to date\n", "")
 
     code, out, err = over_http(server, "query", "SELECT count() AS n FROM broadcast_summary"

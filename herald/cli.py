@@ -123,7 +123,8 @@ def db_migrate(ctx: click.Context) -> None:
     settings = _settings(ctx)
     client = clickhouse.connect(settings.dsn)
     try:
-        done = migrations.migrate(client, settings.raw_ttl_days)
+        done = migrations.migrate(client, settings.raw_ttl_days,
+                                  settings.escalations.tenant_quota.quotas)  # fmt: skip
     finally:
         client.close()
     click.echo("\n".join(done) if done else "schema is up to date")

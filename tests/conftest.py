@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -47,6 +48,11 @@ def broker(local_kafka: tuple[Path, local_broker.Broker]) -> str:
     return local_kafka[1].bootstrap
 
 
+# The pipeline fixture's quotas: acme's bursts go over 5 events/s (tenant_quota opens, and
+# the quota panels have an overage to show), globex stays far under, initech has none.
+PIPELINE_QUOTAS = {"acme": 5, "globex": 1000}
+
+
 @pytest.fixture(scope="session")
 def pipeline_messages() -> list[SimEvent]:
     """What the pipeline fixture produces (the oracle of tests on its data): a simulated
@@ -81,7 +87,9 @@ def pipeline_clickhouse_dir(
         asyncio.run(admin.ensure_topics(settings, admin.herald_topics(settings)))
         asyncio.run(produce_events(settings, messages))
         delivered = expected_totals(messages).grand_total()["delivered"]
-        herald = Herald(work / "herald", broker.bootstrap, idle_partition_s=2).start()
+        quotas = json.dumps({"tenant_quota": {"quotas": PIPELINE_QUOTAS}})
+        herald = Herald(work / "herald", broker.bootstrap, idle_partition_s=2,
+                        escalations=quotas).start()  # fmt: skip
         try:
             wait_for(
                 lambda: herald.query("SELECT sum(delivered) AS n FROM broadcast_summary")[0]["n"]

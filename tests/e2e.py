@@ -9,13 +9,15 @@ import random
 import signal
 import threading
 import time
+import urllib.request
 import zlib
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from prometheus_client.parser import text_string_to_metric_families
 
 from herald.config import Settings
 from herald.kafka import admin
@@ -286,3 +288,16 @@ def delete_consumed(
 def raw_count(herald: Herald) -> int:
     """Distinct valid events ClickHouse holds now."""
     return int(herald.query("SELECT count() AS n FROM events_raw FINAL")[0]["n"])
+
+
+def scrape(process: HeraldProcess, sample: str, label: str) -> dict[str, float]:
+    """One sample of the process's /metrics, summed per value of `label`."""
+    url = f"http://127.0.0.1:{process.settings.web_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    summed: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == sample:
+                summed[found.labels[label]] += found.value
+    return dict(summed)

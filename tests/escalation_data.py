@@ -59,6 +59,16 @@ class Script:
         else:
             self.add(topics.DELIVERIES, "delivered", s, tenant, "b1", **who, attempt=1)
 
+    def ending(self, s: float) -> list[SimEvent]:
+        """The events in event-time order (as a producer would send them live), after one
+        last event at `s` on every input partition, so event time passes every story's end."""
+        for p in range(PARTITIONS):
+            who = {"user_id": f"tick-{p}", "region": "XX", "channel": "push"}
+            self.add(topics.DELIVERIES, "delivered", s, "tick", "tick", **who, attempt=1)
+            self.add(topics.ACKS, "received", s, "tick", "tick", **who)
+        self.events.sort(key=lambda e: e.event["occurred_at"] if e.event else "")
+        return self.events
+
 
 def scripted(start_ms: int | None = None) -> list[SimEvent]:
     """The data set, in event-time order (as a producer would send it live)."""
@@ -76,12 +86,7 @@ def scripted(start_ms: int | None = None) -> list[SimEvent]:
             script.attempt(s + 0.75, "letters", "US", "sms", True, retryable=False)
     _backlog(script)
     _critical(script)
-    for p in range(PARTITIONS):  # event time passes every story's end on every partition
-        who = {"user_id": f"tick-{p}", "region": "XX", "channel": "push"}
-        script.add(topics.DELIVERIES, "delivered", 3000, "tick", "tick", **who, attempt=1)
-        script.add(topics.ACKS, "received", 3000, "tick", "tick", **who)
-    script.events.sort(key=lambda e: e.event["occurred_at"] if e.event else "")
-    return script.events
+    return script.ending(3000)
 
 
 def partition(msg: SimEvent) -> int:
@@ -119,3 +124,39 @@ def _critical(script: Script) -> None:
             elif i < read_early + read_late:
                 script.add(topics.ACKS, "read", 300 + (i - read_early), "critical", broadcast,
                            **who)  # fmt: skip
+
+
+QUOTA_CONFIG = """
+[escalations.tenant_quota.quotas]
+heavy = 2
+light = 2
+"""
+QUOTA_END_S = 1800
+
+
+def quota_story(start_ms: int) -> list[SimEvent]:
+    """tenant_quota's story, quotas 2 events/s (QUOTA_CONFIG), 30 minutes of event time:
+
+    - `heavy`: 3 events/s (a delivery queued, delivered, read) for 8 minutes, opens once the
+      5-minute average passes 2/s; 1/s for 12 minutes, resolves once it is under 1.6/s;
+      3/s again until the end, where it is open. Its broadcast's lifecycle events are not
+      metered, and every 10th event is sent twice (a duplicate, counted once).
+    - `light`: 1.5 events/s, under its quota throughout; `free`: 4/s, and no quota.
+    """
+    script = Script(start_ms)
+    script.add(topics.BROADCASTS, "created", 0, "heavy", "h1", channels=["push"])
+    script.add(topics.BROADCASTS, "sent", 0, "heavy", "h1", channels=["push"])
+    for s in range(QUOTA_END_S - 1):
+        per_s = 3 if s < 480 or s >= 1200 else 1
+        for n in range(per_s):
+            kind = ("queued", "delivered", "read")[n]
+            topic = topics.ACKS if kind == "read" else topics.DELIVERIES
+            script.add(topic, kind, s + n / 4, "heavy", "h1", user_id=f"u{s}", region="DE",
+                       channel="push", **({} if kind == "read" else {"attempt": 1}))  # fmt: skip
+        for n in range(4):
+            script.attempt(s + n / 4, "free", "FR", "sms", False)
+        for n in range(1 + s % 2):  # 1.5/s
+            script.attempt(s + 0.1 + n / 2, "light", "FR", "sms", False)
+    heavy = [m for m in script.events if m.event and m.event["tenant_id"] == "heavy"]
+    script.events += heavy[::10]
+    return script.ending(QUOTA_END_S)

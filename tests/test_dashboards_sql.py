@@ -25,6 +25,8 @@ from herald.dashboards.runner import (
     resolve_variables,
     run_sql,
 )
+from herald.model.schema import COUNTERS
+from tests.conftest import PIPELINE_QUOTAS
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +157,24 @@ def test_selections_filter_the_numbers(dashboard_client: Client) -> None:
         mode: _run(dashboard_client, overview, delivered.sql, mode)[0].rows[0][0] for mode in MODES
     }
     assert totals["all"] > totals["multi"] > totals["single"] > 0
+
+
+def test_the_quota_table_shows_each_quota_and_its_overage(dashboard_client: Client) -> None:
+    """The pipeline's tenants against PIPELINE_QUOTAS (tests/conftest.py): acme's bursts go
+    over its quota, globex never does, initech has none; the overage is what the minutes
+    held beyond quota x 60, straight from region_stats_1m."""
+    pipeline = next(d for d in DASHBOARDS if d.uid == "herald-pipeline")
+    panel = next(p for p in pipeline.panels if p.title == "Tenant quotas: usage and overage")
+    [frame] = _run(dashboard_client, pipeline, panel.sql, "all")[:1]
+    shown = {row[0]: dict(zip(frame.columns, row, strict=True)) for row in frame.rows}
+    assert {t: row["quota"] for t, row in shown.items()} == PIPELINE_QUOTAS
+    events = " + ".join(c for c in COUNTERS if c not in ("retries_scheduled", "dead_lettered"))
+    minutes = dashboard_client.query(
+        f"SELECT tenant_id, sum({events}) AS n FROM region_stats_1m FINAL"
+        " GROUP BY tenant_id, window_start"
+    ).result_rows
+    for tenant, quota in PIPELINE_QUOTAS.items():
+        over = [n - quota * 60 for t, n in minutes if t == tenant and n > quota * 60]
+        assert (shown[tenant]["minutes_over_quota"], shown[tenant]["overage_events"]) == (
+            len(over), sum(over))  # fmt: skip
+    assert shown["acme"]["overage_events"] > 0 and shown["globex"]["overage_events"] == 0

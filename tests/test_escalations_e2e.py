@@ -56,10 +56,13 @@ def deploy(broker: str, data_dir: Path, messages: list[SimEvent], config_file: P
     """`herald run` on the data: lifecycles first, as producers announce a broadcast before
     sending it (critical_unread counts from when the shard knows a broadcast is critical).
     Event time moves only with the data (the last events pass every story's end)."""
-    produce(broker, [m for m in messages if m.topic == topics.BROADCASTS], partition)
+    lifecycles = [m for m in messages if m.topic == topics.BROADCASTS]
+    announced = len({(m.event["tenant_id"], m.event["broadcast_id"]) for m in lifecycles
+                     if m.event is not None})  # fmt: skip
+    produce(broker, lifecycles, partition)
     herald = Herald(data_dir, broker, idle_partition_s=3600, config=config_file, **env).start()
-    wait_for(lambda: herald.query("SELECT count() AS n FROM broadcasts")[0]["n"] == 3, 60,
-             "the lifecycles")  # fmt: skip
+    wait_for(lambda: herald.query("SELECT count() AS n FROM broadcasts")[0]["n"] == announced,
+             60, "the lifecycles")  # fmt: skip
     produce(broker, [m for m in messages if m.topic != topics.BROADCASTS], partition)
     return herald
 
@@ -111,6 +114,33 @@ def test_every_rule_opens_escalates_and_resolves_at_the_oracles_times(
     finally:
         herald.stop()
     assert published(broker) == sorted(want)  # each transition once, read_committed
+
+
+def test_a_kill_between_a_shards_poll_and_its_snapshot_loses_no_delta(
+    broker: str, tmp_path: Path
+) -> None:
+    """Small polls, and a SIGKILL right after one committed that published no snapshot: the
+    deltas of the polls since the last snapshot must already be on `herald.signals` (they
+    commit with their input), or the restarted worker, resuming after that input, never
+    sends them and the rules open late or not at all."""
+    start = (int(time.time()) // 60 - 120) * 60_000
+    messages = scripted(start)
+    config_file = tmp_path / "herald.toml"
+    config_file.write_text(CONFIG)
+    want = expected_escalations(messages, Escalations(**tomllib.loads(CONFIG)["escalations"]))
+    data_dir, port = tmp_path / "herald", local_broker.free_port()
+    # Snapshots 5 s apart: the kill lands after many polls since the last one.
+    herald = deploy(broker, data_dir, messages, config_file, web_port=port, batch_max=200,
+                    snapshot_interval_s=5, failpoint="shards-committed:20")  # fmt: skip
+    assert herald.proc is not None
+    assert herald.proc.wait(120) == -signal.SIGKILL, "the failpoint was never reached"
+    herald = Herald(data_dir, broker, idle_partition_s=3600, config=config_file,
+                    web_port=port).start()  # fmt: skip
+    try:
+        assert transitions(all_transitions(herald, len(want))) == want
+    finally:
+        herald.stop()
+    assert published(broker) == sorted(want)
 
 
 RETRIES = """SELECT retry_id, kind, outcome, toUnixTimestamp64Milli(due_at) AS due

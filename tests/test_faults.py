@@ -14,8 +14,6 @@ import re
 import signal
 import subprocess
 import time
-import urllib.request
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -23,7 +21,6 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from herald.kafka import local_broker
 from herald.load.simulate import Scenario, generate
@@ -32,7 +29,7 @@ from herald.processes.child import HeraldProcess
 from herald.processes.query import ask_running_process
 from herald.telemetry.outage import CONNECTION_NOISE
 from tests.chhttp import ChHttp
-from tests.e2e import Paced, aggregates_end, assert_exact, kill_at, produce
+from tests.e2e import Paced, aggregates_end, assert_exact, kill_at, produce, scrape
 from tests.harness import Herald, wait_for
 from tests.test_cli import herald
 
@@ -100,15 +97,8 @@ def test_broker_sigkilled_mid_stream_and_restarted(
 
 def lag_by_stage(process: HeraldProcess) -> dict[str, int]:
     """The process's consumer lag per stage, summed over partitions, from its /metrics."""
-    url = f"http://127.0.0.1:{process.settings.web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    lag: dict[str, int] = defaultdict(int)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "herald_consumer_lag_records":
-                lag[sample.labels["stage"]] += int(sample.value)
-    return dict(lag)
+    lag = scrape(process, "herald_consumer_lag_records", "stage")
+    return {stage: int(n) for stage, n in lag.items()}
 
 
 def group_offsets(bootstrap: str, group: str) -> dict[TopicPartition, tuple[int, int]]:

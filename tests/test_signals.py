@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from herald.config import DEFAULT_RETRY, Escalations, TenantQuota
-from herald.streams.shard import Shard
+from herald.streams.shard import SIGNALS, Shard
 from herald.tables.signals import FIELDS, Sender, partition_of
-from herald.tables.store import ShardStore
+from herald.tables.store import Change, ShardStore
 from tests.test_shard import B0, D0, D1, MIN, T0, Feed, ack, announce, delivery, msg
 
 A0 = "acks/0"
@@ -127,24 +127,52 @@ def test_subjects_spread_over_partitions_by_a_stable_hash() -> None:
     assert min(spread.values()) > 900
 
 
-def test_only_tenants_with_a_quota_are_counted_for_it(tmp_path: Path) -> None:
+def test_a_quota_counts_what_the_tenants_windows_count(tmp_path: Path) -> None:
+    """Only tenants with a quota, and of theirs the deliveries and acks counted into windows
+    (tenant_usage_1m sums the same counters): not a lifecycle event, a duplicate or an event
+    past grace."""
     rules = Escalations(tenant_quota=TenantQuota(quotas={"t1": 100}))
     shard = Shard(0, ShardStore(tmp_path / "q"), 600, DEFAULT_RETRY, escalations=rules)
+    late = T0 + 20 * MIN
     shard.apply([(0, msg(D0, T0, [delivery("queued", T0), delivery("queued", T0, tenant="t2"),
-                                  announce("created", T0)]))])  # fmt: skip
-    messages = Sender(1).messages([(0, 1, shard.event_clock(), shard.signals)])
-    assert deltas(messages, "tenant_quota") == Counter({("t1", T0, "events"): 2})
+                                  ack("read", T0 + 500), announce("created", T0)])),
+                 (1, msg(D0, late, [delivery("queued", late, event_id="again")])),
+                 (2, msg(D0, late, [delivery("queued", T0 + 1000, event_id="too-late"),
+                                    delivery("queued", late, event_id="again")]))])  # fmt: skip
+    messages = Sender(1).messages([(0, 3, shard.event_clock(), shard.signals)])
+    assert deltas(messages, "tenant_quota") == Counter(
+        {("t1", T0, "events"): 2, ("t1", late, "events"): 1}
+    )
+    assert shard.counts["late_dropped"] == 1 and shard.counts["duplicates"] == 1
 
 
-def test_deltas_not_sent_yet_survive_a_restart(feed: SignalFeed) -> None:
-    """Committed with the input they came from, sent at the next snapshot: a crash between
-    the two loses nothing."""
-    feed.batch(msg(D0, T0, [delivery("failed", T0, retryable=False)]))
-    feed.restart()
+def test_deltas_leave_with_their_poll_and_none_wait_in_the_state(feed: SignalFeed) -> None:
+    """The service sends a poll's deltas in the transaction that commits its input: the
+    shard's change holds none of them (rewriting them per batch was the cost), and a shard
+    restarted from its store has nothing left to send."""
+    change = feed.apply(msg(D0, T0, [delivery("failed", T0, retryable=False)]))
+    assert SIGNALS not in change.puts
+    feed.write(change)
     assert deltas(feed.sent(), "dead_letter_spike") == Counter(
         {("t1", "push", T0, "dead_letters"): 1}
     )
-    feed.write(feed.shard.signals_sent())
+    feed.restart()
+    assert deltas(feed.sent(), "dead_letter_spike") == Counter()
+
+
+def test_deltas_an_earlier_version_kept_go_with_the_first_poll(feed: SignalFeed) -> None:
+    """Before, unsent deltas waited in the state for the next snapshot: after an upgrade
+    they are sent with the first poll, whose change forgets them."""
+    stored = Change()
+    stored.put(SIGNALS, [[["dead_letter_spike", "t1", "sms", T0, 3]], []])
+    feed.write(stored)
+    feed.restart()
+    change = feed.apply(msg(D0, T0, [delivery("failed", T0, retryable=False)]))
+    assert SIGNALS in change.deletes
+    feed.write(change)
+    assert deltas(feed.sent(), "dead_letter_spike") == Counter(
+        {("t1", "sms", T0, "dead_letters"): 3, ("t1", "push", T0, "dead_letters"): 1}
+    )
     feed.restart()
     assert deltas(feed.sent(), "dead_letter_spike") == Counter()
 

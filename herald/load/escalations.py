@@ -65,7 +65,8 @@ def _series(events: list[dict[str, Any]], config: Escalations,
 
     quotas = config.tenant_quota.quotas
     for e in events:
-        if e["tenant_id"] in quotas:
+        # A quota meters deliveries and acks (what a tenant's windows count), not lifecycles.
+        if e["tenant_id"] in quotas and e["topic"] != topics.BROADCASTS:
             add("tenant_quota", e["tenant_id"], e["tenant_id"], e["ms"], 1)
         if e["topic"] != topics.DELIVERIES:
             continue

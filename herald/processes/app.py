@@ -93,7 +93,8 @@ class Pipeline(mode.Service):
     async def on_start(self) -> None:
         await admin.ensure_topics(self.settings, admin.herald_topics(self.settings))
         if self.writer is not None:
-            await self.writer.run(migrations.migrate, self.settings.raw_ttl_days)
+            await self.writer.run(migrations.migrate, self.settings.raw_ttl_days,
+                                  self.settings.escalations.tenant_quota.quotas)  # fmt: skip
         self._producer = clients.producer(self.settings)
         await self.producer.start()
         self.loops = self._make_loops()

@@ -46,6 +46,10 @@ class ShardService(TransactionalLoop):
         self._last_snapshot = 0.0
         self.sender = signals.Sender(self.settings.shards)
         self.meter.read_at_scrape(metrics.STATE_KEYS, self._state_keys)
+        if self.settings.escalations.enabled:  # the shards meter these tenants' events
+            for tenant, quota in self.settings.escalations.tenant_quota.quotas.items():
+                self.meter.set(metrics.QUOTA, quota, tenant)
+                self.meter.count(metrics.QUOTA_EVENTS, 0, tenant)  # a series from the start
 
     def _state_keys(self) -> dict[tuple[str, ...], float]:
         return {(str(p),): shard.store.estimated_keys() for p, shard in self.shards.items()}
@@ -111,14 +115,16 @@ class ShardService(TransactionalLoop):
             if changes:
                 self.meter.observe(metrics.CHANGELOG_SECONDS, time.perf_counter() - started,
                                    self.group)  # fmt: skip
-            if snapshot and self.settings.escalations.enabled:
-                written += await self._signals()
+            if self.settings.escalations.enabled and (snapshot or changes):
+                await self._signals()
             if snapshot:
                 written += await self._snapshots(list(self.shards.values()))
             return written
 
         async with self.busy:
             await self._transact(sends)
+        if not snapshot:
+            failpoints.hit("shards-committed")  # input and signals in, rows not yet published
         if snapshot:
             self.stats.set_lag(self._lag())
             # Committed offsets are only for lag monitoring: the stores hold the positions.
@@ -137,17 +143,20 @@ class ShardService(TransactionalLoop):
         self.meter.observe(metrics.PRODUCE_SECONDS, time.perf_counter() - started, self.group)
         changelog.write_local(written)
 
-    async def _signals(self) -> changelog.Written:
-        """The shards' escalation deltas and clocks, and the changes that forget them, in one
-        transaction: the agent gets each delta once."""
+    async def _signals(self) -> None:
+        """The shards' escalation deltas and clocks, in the transaction of the poll that made
+        them: the agent gets each delta once, and no shard keeps unsent deltas in its state
+        (rewriting them with every batch cost more than the messages)."""
         shards = list(self.shards.values())
-        holding = [s for s in shards if s.signals]
         parts = [(s.id, s.offset or 0, s.event_clock(), s.signals) for s in shards]
+        messages = self.sender.messages(parts)
         sent = [await self.txn.send(topics.SIGNALS, orjson.dumps(m), partition=m["partition"])
-                for m in self.sender.messages(parts)]  # fmt: skip
+                for m in messages]  # fmt: skip
         await asyncio.gather(*sent)
-        return await changelog.send(self.txn, [(s.id, s.store, s.signals_sent())
-                                               for s in holding])  # fmt: skip
+        for message in messages:  # a row per tenant and second: per send, never per event
+            for row in message["d"]:
+                if row[1] == "tenant_quota":
+                    self.meter.count(metrics.QUOTA_EVENTS, row[-1], row[2])
 
     async def _last_transaction(self, shards: list[Shard]) -> None:
         """Publish what `shards` changed before they leave; if Kafka is away, their next

@@ -80,12 +80,18 @@ class Shard:
         self._retry_budget, self._budget_at = retry_rate_per_s, time.monotonic()
         rules = escalations or Escalations()
         self.escalating = rules.enabled
-        # What the escalation agent learns from this shard, sent once a snapshot interval and
-        # kept with the state until then (its input offsets are committed meanwhile).
-        self.signals = Outgoing.from_state(store.meta(SIGNALS))
+        # What the escalation agent learns from this shard, sent in the transaction of the
+        # poll that produced it. Earlier versions kept unsent deltas in the state: those go
+        # with the first poll, whose change forgets them.
+        stored_signals = store.meta(SIGNALS)
+        self.signals = Outgoing.from_state(stored_signals)
+        self._forget_stored_signals = stored_signals is not None
         self.backlog = Backlog(store, rules.pending_backlog.older_than_s)
-        # Only these tenants are counted, and only these broadcasts watched for reads.
-        self.quotas = frozenset(rules.tenant_quota.quotas if self.escalating else ())
+        # Only these tenants are counted, and only these broadcasts watched for reads. A
+        # quota meters the deliveries and acks a tenant's windows count (deduplicated, on
+        # time): the same events region_stats_1m holds, so tenant_usage_1m agrees with it.
+        metering = self.escalating and rules.tenant_quota.enabled
+        self.quotas = frozenset(rules.tenant_quota.quotas if metering else ())
         self.critical = {
             key for key, state in self.lifecycles.items() if self.escalating and _critical(state)
         }
@@ -124,8 +130,6 @@ class Shard:
                 else:
                     new_ids.add(event_id)
                     change.put(fresh + event_id, offset)
-                    if ev.tenant_id in self.quotas:
-                        self.signals.add(("tenant_quota", ev.tenant_id), ev.ts, 1)
                     self._count(ev, watermark, change, reach[position])
                     self.watermarks.advance(source, ev.ts)
                 position += 1
@@ -140,8 +144,9 @@ class Shard:
         if self.reach:
             self.reach.persist(change, self.table_watermark)
         self._close_windows()
-        if self.signals:
-            change.put(SIGNALS, self.signals.to_state())
+        if self._forget_stored_signals:
+            change.delete(SIGNALS)
+            self._forget_stored_signals = False
         change.put(OFFSET, self.offset)
         change.put(WATERMARKS, self.watermarks.sources)
         change.put(TABLE_WATERMARK, self.table_watermark)
@@ -188,6 +193,8 @@ class Shard:
             self.counts["late_dropped"] += 1
             return
         tenant = ev.tenant_id
+        if tenant in self.quotas:  # what the tenant's windows count (tenant_usage_1m's events)
+            self.signals.add(("tenant_quota", tenant), ev.ts, 1)
         by_broadcast = ("b", tenant, ev.broadcast_id, start)
         by_region = ("r", tenant, ev.region, ev.channel, start)
         for key in (by_broadcast, by_region):
@@ -376,12 +383,6 @@ class Shard:
     def take_cleanup(self) -> Change:
         """What `published` changed (marks cleared, final windows dropped), to persist."""
         change, self._cleanup = self._cleanup, Change()
-        return change
-
-    def signals_sent(self) -> Change:
-        """The change that forgets the signals just taken for sending."""
-        change = Change()
-        change.delete(SIGNALS)
         return change
 
     def take_counts(self) -> dict[str, int]:

@@ -2,13 +2,12 @@
 of event time, and each shard's event-time clock.
 
 Escalations are decided on event time, second by second, from the counts of every shard: a
-region's deliveries are spread over all of them, so each sends its part. Once a snapshot
-interval the shard service sends one message per `herald.signals` partition, holding the deltas its
+region's deliveries are spread over all of them, so each sends its part. With each poll
+the shard service sends one message per `herald.signals` partition, holding the deltas its
 shards' batches produced for subjects of that partition, each shard's input offset (the
 agent applies a shard's delta at most once per subject by it) and clock. Deltas, not
-snapshots: until sent they are kept in the shard's state (committed with the input they
-came from), and the message commits with the change that forgets them, so each delta
-reaches the agent once.
+snapshots, and in the transaction that commits the input they came from, so each delta
+reaches the agent once and none waits in the shard's state.
 """
 
 from __future__ import annotations
@@ -71,13 +70,10 @@ class Outgoing:
     def __bool__(self) -> bool:
         return bool(self.deltas or self.broadcasts)
 
-    def to_state(self) -> list[list[list[Any]]]:
-        """JSON-able: kept in the shard's store between transactions that send it."""
-        deltas = [[*key, *counts] for key, counts in self.deltas.items()]
-        return [deltas, [[*key, *timing] for key, timing in self.broadcasts.items()]]
-
     @classmethod
     def from_state(cls, state: list[list[list[Any]]] | None) -> Outgoing:
+        """What an earlier version kept unsent in a shard's state: [[*key, *counts] per
+        delta], [[tenant, broadcast, *timing] per broadcast]]."""
         outgoing = cls()
         for row in state[0] if state else ():
             width = len(FIELDS[row[0]])

@@ -52,6 +52,13 @@ RETRIES = Spec("counter", "herald_retries_published", "retries sent to herald.re
 DEAD_LETTERS = Spec("counter", "herald_dead_letters", "deliveries sent to herald.deadletter")
 TRANSITIONS = Spec("counter", "herald_escalation_transitions", "escalation transitions published",
                    ("rule", "state"))  # fmt: skip
+# Tenants with a configured quota only (bounded by the config, like the rules' labels).
+QUOTA_EVENTS = Spec("counter", "herald_tenant_quota_events",
+                    "events metered against the tenant's quota (deliveries and acks counted"
+                    " into its windows), as the shards send them to the escalation agent",
+                    ("tenant",))  # fmt: skip
+QUOTA = Spec("gauge", "herald_tenant_quota_events_per_second", "the tenant's configured quota",
+             ("tenant",))  # fmt: skip
 SINK_ROWS = Spec("counter", "herald_sink_rows", "rows inserted into ClickHouse", ("table",))
 SINK_FAILURES = Spec("counter", "herald_sink_insert_failures", "failed ClickHouse inserts")
 KAFKA_ERRORS = Spec("counter", "herald_kafka_errors", "batches failed on a Kafka error", ("stage",))

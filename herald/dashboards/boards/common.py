@@ -27,6 +27,9 @@ WINDOWS = "$__timeFilter(window_start)"
 BUCKET = "$__timeInterval(window_start) AS time"
 PER_S = "/ $__interval_s"  # counts per bucket -> per second
 
+# Event-time minutes of each tenant's metered events against its quota (view tenant_usage_1m).
+USAGE = f"FROM tenant_usage_1m WHERE {WINDOWS}"
+
 TENANT_VAR = Variable(
     "tenant",
     "Tenant",

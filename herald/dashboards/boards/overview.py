@@ -6,6 +6,7 @@ from herald.dashboards.boards.common import (
     PER_S,
     TENANT,
     TENANT_VAR,
+    USAGE,
     WINDOWS,
 )
 from herald.dashboards.model import Dashboard, Panel
@@ -55,6 +56,17 @@ OVERVIEW = Dashboard(
             f" {_REGIONS} GROUP BY time ORDER BY time",
             unit="cps",
             description="Distinct events counted per topic, by event time.",
+        ),
+        Panel(
+            "Events/s against quota",
+            "timeseries",
+            f"SELECT {BUCKET}, tenant_id, sum(events) {PER_S} AS events_per_s,"
+            f" max(quota_per_s) AS quota_per_s {USAGE} AND {TENANT}"
+            " GROUP BY time, tenant_id ORDER BY time, tenant_id",
+            unit="cps",
+            description="Deliveries and acks counted per tenant (what tenant_quota meters), by"
+            " event time, and the tenant's configured quota (none: no line). tenant_quota opens"
+            " when the average over its window (5 min) is above the quota.",
         ),
         Panel(
             "Delivery success and read rate",

@@ -1,9 +1,11 @@
-"""6. Pipeline health: events in, invalid, duplicates, late, lag, rows written, ingest delay."""
+"""6. Pipeline health: events in, invalid, duplicates, late, lag, rows written, ingest delay,
+tenants against their quotas."""
 
 from herald.dashboards.boards.common import (
     BUCKET,
     COMPONENT,
     PER_S,
+    USAGE,
     WINDOWS,
     escalation_annotation,
 )
@@ -64,6 +66,26 @@ PIPELINE = Dashboard(
             unit="ms",
             description="Stored in ClickHouse minus event time: the sink's end-to-end latency"
             " on live traffic (a replay of old events shows its age instead).",
+        ),
+        Panel(
+            "Tenant quotas: usage and overage",
+            "table",
+            "SELECT tenant_id, any(quota_per_s) AS quota,"
+            " round(max(events_per_s), 2) AS peak_events_per_s,"
+            " countIf(over_quota) AS minutes_over_quota, sum(overage_events) AS overage_events"
+            f" {USAGE} AND quota_per_s IS NOT NULL GROUP BY tenant_id"
+            " ORDER BY overage_events DESC, tenant_id",
+            description="Tenants with a configured quota, over the time range (event time):"
+            " the busiest minute, the minutes above quota and the events beyond it. Nothing"
+            " over quota is dropped; tenant_quota escalates a tenant over it for 5 minutes.",
+        ),
+        Panel(
+            "Overage events/s by tenant",
+            "timeseries",
+            f"SELECT {BUCKET}, tenant_id, sum(overage_events) {PER_S} AS overage_per_s"
+            f" {USAGE} AND over_quota GROUP BY time, tenant_id ORDER BY time, tenant_id",
+            unit="cps",
+            description="Events beyond the quota, per tenant and event-time minute.",
         ),
         Panel(
             "Invalid events by error",

@@ -2,7 +2,8 @@
 
 Each migration is one named step, applied once, in order, and recorded in `schema_migrations`.
 Released migrations never change: a schema change is a new step, with a new version, in the
-module of the feature that needs it (`base` holds 1-13, `search` 20-21, `tenancy` 30-33).
+module of the feature that needs it (`base` holds 1-13, `reach` 14-18, `search` 20-21,
+`tenancy` 30-33, `engagement` 40-41, `quota` 50-53).
 Statements are idempotent (IF NOT EXISTS / OR REPLACE), so a step interrupted between its DDL
 and its record, or run by two sinks at once, is safe to run again.
 
@@ -15,18 +16,20 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 
 from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from herald.errors import HeraldError
 from herald.sinks import clickhouse
-from herald.sinks.migrations import base, engagement, reach, search, tenancy
+from herald.sinks.migrations import base, engagement, quota, reach, search, tenancy
 from herald.sinks.migrations.step import Migration
 
 log = logging.getLogger(__name__)
 # One module per feature that changed the schema; versions are unique and increasing.
-_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *tenancy.STEPS, *engagement.STEPS)
+_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *tenancy.STEPS, *engagement.STEPS,
+          *quota.STEPS)
 MIGRATIONS: tuple[Migration, ...] = tuple(sorted(_STEPS, key=lambda m: m.version))
 
 EMBEDDED_SKIP = " (skipped: embedded ClickHouse has no access control)"
@@ -40,11 +43,14 @@ ORDER BY version
 """
 
 
-def migrate(client: Client, raw_ttl_days: int = 30) -> list[str]:
-    """Apply pending migrations in order and set the events_raw TTL; returns what was done.
+def migrate(client: Client, raw_ttl_days: int = 30,
+            quotas: Mapping[str, float] | None = None) -> list[str]:  # fmt: skip
+    """Apply pending migrations in order, set the events_raw TTL and, unless `quotas` is None,
+    the configured tenant quotas; returns what was done.
 
     One line per applied migration (`0003_create_broadcasts`), plus `events_raw TTL N days`
-    when the TTL changed. A second call with the same arguments returns [].
+    when the TTL changed and `tenant_quotas: acme 5000 events/s` per changed quota. A second
+    call with the same arguments returns [].
     """
     if raw_ttl_days < 1:
         raise ValueError(f"raw_ttl_days must be at least 1, not {raw_ttl_days}")
@@ -60,6 +66,8 @@ def migrate(client: Client, raw_ttl_days: int = 30) -> list[str]:
             f" MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
         )
         done.append(f"events_raw TTL {raw_ttl_days} days")
+    if quotas is not None:
+        done += quota.sync_quotas(client, quotas)
     return done
 
 

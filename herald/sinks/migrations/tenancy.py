@@ -28,26 +28,36 @@ ROLE = "herald_tenant"
 TENANT_SETTING = "SQL_herald_tenant"
 # Released: the base tables with a tenant_id when these steps were written. A later table
 # with a tenant_id needs a policy step of its own.
-_TABLES = ", ".join((
+_TABLES = (
     "broadcast_stats_1m", "region_stats_1m", "broadcasts", "escalations", "delivery_retries",
     "events_raw", "invalid_events", "pipeline_stats_1m",
-))  # fmt: skip
+)  # fmt: skip
+
+
+def row_policies(version: int, tables: tuple[str, ...], tenant_step: str,
+                 operators_step: str) -> tuple[Migration, Migration]:  # fmt: skip
+    """Steps `version` and `version + 1`: the tenants' policy and the operators' on `tables`."""
+    on = ", ".join(tables)
+    return (
+        Migration(
+            version,
+            tenant_step,
+            f"CREATE ROW POLICY IF NOT EXISTS {ROLE} ON {on}"
+            f" FOR SELECT USING tenant_id = getSetting('{TENANT_SETTING}') TO {ROLE}",
+            server_only=True,
+        ),
+        Migration(
+            version + 1,
+            operators_step,
+            f"CREATE ROW POLICY IF NOT EXISTS herald_operators ON {on}"
+            f" FOR SELECT USING 1 TO ALL EXCEPT {ROLE}",
+            server_only=True,
+        ),
+    )
+
 
 STEPS: tuple[Migration, ...] = (
     Migration(30, "tenant_role", f"CREATE ROLE IF NOT EXISTS {ROLE}", server_only=True),
     Migration(31, "tenant_role_reads", f"GRANT SELECT ON * TO {ROLE}", server_only=True),
-    Migration(
-        32,
-        "tenant_row_policy",
-        f"CREATE ROW POLICY IF NOT EXISTS {ROLE} ON {_TABLES}"
-        f" FOR SELECT USING tenant_id = getSetting('{TENANT_SETTING}') TO {ROLE}",
-        server_only=True,
-    ),
-    Migration(
-        33,
-        "operators_row_policy",
-        f"CREATE ROW POLICY IF NOT EXISTS herald_operators ON {_TABLES}"
-        f" FOR SELECT USING 1 TO ALL EXCEPT {ROLE}",
-        server_only=True,
-    ),
+    *row_policies(32, _TABLES, "tenant_row_policy", "operators_row_policy"),
 )

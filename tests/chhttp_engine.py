@@ -130,7 +130,8 @@ class Engine:
             with self._lock:
                 body, summary, fmt = self._run(request)
         except Exception as exc:  # chDB's errors and the stand-in's own, as ClickHouse sends them
-            message = str(exc).strip()
+            # Some of chDB's messages end in its version already: the server's trailer replaces it.
+            message = re.sub(r" \(version [^()]*\)$", "", str(exc).strip())
             name = _ERROR_NAME.search(message)
             code = re.match(r"Code: (\d+)", message)
             headers["X-ClickHouse-Exception-Code"] = code.group(1) if code else "1001"

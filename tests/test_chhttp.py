@@ -131,10 +131,11 @@ def test_migrate_and_query_over_http(server: ChHttp, tmp_path: Path) -> None:
     assert code == 1 and err.startswith("herald: refused: queries are read-only"), err
 
     # ClickHouse's own errors read the same as with embedded chDB: one line, no url or version.
-    code, _, err = over_http(server, "query", "SELECT * FROM nope")
-    embedded = herald("query", "SELECT * FROM nope", **embedded_env)
-    assert code == embedded.returncode == 1
-    assert err == embedded.stderr and err.count("\n") == 1, (err, embedded.stderr)
+    for wrong in ("SELECT * FROM nope", "SELECT 1 SETTINGS max_threads = 1"):
+        code, _, err = over_http(server, "query", wrong)
+        embedded = herald("query", wrong, **embedded_env)
+        assert code == embedded.returncode == 1
+        assert err == embedded.stderr and err.count("\n") == 1, (err, embedded.stderr)
 
 
 def test_migrate_refused_by_the_server_is_one_line(tmp_path: Path) -> None:

@@ -113,11 +113,11 @@ def _root_cause(ex: BaseException) -> str:
     return _first_line(ex)
 
 
-# What surrounds ClickHouse's reason: its error name, the server's version (an official
-# build's has parentheses of its own) and the URL clickhouse-connect's HTTP client adds.
+# What follows ClickHouse's reason: its error name and the server's version (an official
+# build's has parentheses of its own), twice for a nested error, then the URL
+# clickhouse-connect's HTTP client adds.
 _TRAILER = re.compile(
-    r"\. \([A-Z_]+\)(?: \(version [^()]*(?:\([^()]*\))?\)\.?)?(?: \([A-Z_]+\))?"
-    r"(?: \(for url [^()]*\))?$"
+    r"(?:\.? \((?:[A-Z][A-Z0-9_]+|version [^()]*(?:\([^()]*\))?|for url [^()]*)\))+\.?$"
 )
 
 

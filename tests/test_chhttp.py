@@ -168,22 +168,37 @@ def every_panel(client: Client) -> dict[str, tuple[list[str], list[str], list[st
     return {name: (f.columns, f.types, sorted(map(repr, f.rows))) for name, f in frames.items()}
 
 
-def test_dashboards_read_the_same_over_http_as_from_chdb(server: ChHttp, tmp_path: Path) -> None:
+# Commands that read ClickHouse, as people run them (each must find something in the sample).
+SINCE = ("--since", "2026-11-01T00:00:00Z")  # the sample's hour is in the past; updated_at is now()
+READS = (("search", "timeout", *SINCE, "--json"), ("search", "acme-b1", *SINCE, "--tenant", "acme"),
+         ("escalations", "--all"),
+         ("query", "SELECT * EXCEPT updated_at FROM region_summary ORDER BY ALL"))  # fmt: skip
+
+
+def test_dashboards_and_commands_read_the_same_over_http_as_from_chdb(
+    server: ChHttp, tmp_path: Path
+) -> None:
     """The same rows written with the sink's insert to chDB and over HTTP: every panel of
-    every dashboard shows the same over both (types, time zones and maps included)."""
-    shown = []
+    every dashboard, and `herald search`, `escalations` and `query`, show the same over both
+    (types, time zones and maps included)."""
+    panels, printed = [], []
     for dsn in (f"chdb://{tmp_path / 'embedded'}", server.dsn):
         client = connect(dsn)
         try:
             migrate(client)
             fill_sample_data(client)
-            shown.append(every_panel(client))
+            panels.append(every_panel(client))
         finally:
-            client.close()
-    embedded, over_server = shown
+            client.close()  # chDB: the commands below open it in their own process
+        env = {"HERALD_CLICKHOUSE_DSN": dsn, "HERALD_DATA_DIR": str(tmp_path / "cli")}
+        printed.append([herald(*args, **env) for args in READS])
+    embedded, over_server = panels
     assert over_server == embedded
     empty = [name for name, (_, _, rows) in embedded.items() if not rows]
     assert len(empty) < len(embedded) / 10, empty
+    for args, here, there in zip(READS, *printed, strict=True):
+        assert (there.returncode, there.stdout, there.stderr) == (0, here.stdout, ""), args
+        assert here.stdout.count("\n") > 2, (args, here.stdout)
 
 
 @pytest.mark.slow

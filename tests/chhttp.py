@@ -214,7 +214,8 @@ class ChHttp:
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
             assert self._proc.stdin is not None
-            self._proc.stdin.close()  # end of its commands: it stops
+            with suppress(BrokenPipeError):  # it died already: its log says why
+                self._proc.stdin.close()  # end of its commands: it stops
             try:
                 self._proc.wait(30)
             except subprocess.TimeoutExpired:

@@ -147,6 +147,19 @@ def test_migrate_refused_by_the_server_is_one_line(tmp_path: Path) -> None:
     assert err.startswith("herald: migration 0030_tenant_role failed: Not enough privileges"), err
 
 
+def test_sink_on_a_server_refusing_a_migration_exits_in_one_line(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """`herald sink` migrates before it starts: a step the server refuses is one line, exit 1."""
+    with ChHttp(tmp_path / "server", access_management=False) as server:
+        sink = Herald(tmp_path / "sink", kafka_bootstrap, role="sink", clickhouse_dsn=server.dsn)
+        assert sink.launch().proc is not None and sink.proc.wait(120) == 1
+    logged = sink.log_path.read_text()
+    assert "Traceback" not in logged, logged
+    assert logged.strip().splitlines()[-1].startswith(
+        "herald: migration 0030_tenant_role failed: Not enough privileges"), logged  # fmt: skip
+
+
 def test_wrong_password_fails_at_once_in_one_line(tmp_path: Path) -> None:
     with ChHttp(tmp_path / "server", password="secret") as server:
         done = herald("db", "migrate", HERALD_CLICKHOUSE_DSN=server.dsn.replace("secret", "guess"),

@@ -54,7 +54,7 @@ def connect(dsn: str) -> Client:
         raise HeraldError(f"unsupported ClickHouse DSN {dsn!r}: use chdb:///abs/path or http(s)://")
     try:
         _check_identifier(database)
-        with _reachable(client.uri):
+        with reachable(client.uri):
             client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     except BaseException:
         client.close()
@@ -86,20 +86,18 @@ def _open_server(parsed: ParseResult) -> Client:
     # and the database from the path: that database may not exist yet, so connect without it.
     dsn = parsed._replace(path="").geturl()
     try:
-        with _reachable(address):
+        with reachable(address):
             return clickhouse_connect.get_client(
                 dsn=dsn, interface=parsed.scheme, connect_timeout=CONNECT_TIMEOUT_S
             )
     except ServiceUnavailable:
         raise
     except ClickHouseError as ex:
-        raise HeraldError(
-            f"ClickHouse at {address} refused the connection: {reason(ex)}"
-        ) from ex
+        raise HeraldError(f"ClickHouse at {address} refused the connection: {reason(ex)}") from ex
 
 
 @contextmanager
-def _reachable(where: str) -> Iterator[None]:
+def reachable(where: str) -> Iterator[None]:
     """Turn transport failures into ServiceUnavailable (callers retry with backoff)."""
     try:
         yield
@@ -165,7 +163,7 @@ def insert(client: Client, table: str, rows: list[dict[str, Any]]) -> int:
     _warn_unknown_keys(table, columns, rows)
     for missing, group in _group_by_missing_defaults(columns, rows).items():
         present = [c for c in columns if c.name not in missing]
-        with _reachable(client.uri):
+        with reachable(client.uri):
             client.insert(
                 table,
                 [c.convert([row.get(c.name) for row in group]) for c in present],
@@ -188,7 +186,7 @@ def insert_json_rows(client: Client, table: str, columns: Sequence[str], body: b
     (JSONCompactEachRow), parsed in C++."""
     if body:
         _check_identifier(table)
-        with _reachable(client.uri):
+        with reachable(client.uri):
             client.raw_insert(table, columns, insert_block=body, settings=JSON_ROWS_SETTINGS,
                               fmt="JSONCompactEachRow")  # fmt: skip
 
@@ -207,7 +205,7 @@ def _columns(client: Client, table: str) -> list[_Column]:
 
 def _read_columns(client: Client, table: str) -> list[_Column]:
     _check_identifier(table)
-    with _reachable(client.uri):
+    with reachable(client.uri):
         described = client.query(
             "SELECT name, type, default_kind FROM system.columns"
             " WHERE database = currentDatabase() AND table = {table:String}"

@@ -28,8 +28,7 @@ from herald.sinks.migrations.step import Migration
 
 log = logging.getLogger(__name__)
 # One module per feature that changed the schema; versions are unique and increasing.
-_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *tenancy.STEPS, *engagement.STEPS,
-          *quota.STEPS)
+_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *tenancy.STEPS, *engagement.STEPS, *quota.STEPS)
 MIGRATIONS: tuple[Migration, ...] = tuple(sorted(_STEPS, key=lambda m: m.version))
 
 EMBEDDED_SKIP = " (skipped: embedded ClickHouse has no access control)"
@@ -54,21 +53,24 @@ def migrate(client: Client, raw_ttl_days: int = 30,
     """
     if raw_ttl_days < 1:
         raise ValueError(f"raw_ttl_days must be at least 1, not {raw_ttl_days}")
-    client.command(_LEDGER)
-    applied = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
-    done = []
-    for migration in MIGRATIONS:
-        if migration.version not in applied:
-            done.append(_apply(client, migration))
-    if _raw_ttl_days(client) != raw_ttl_days:
-        client.command(
-            "ALTER TABLE events_raw"
-            f" MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
-        )
-        done.append(f"events_raw TTL {raw_ttl_days} days")
-    if quotas is not None:
-        done += quota.sync_quotas(client, quotas)
-    return done
+    with clickhouse.reachable(client.uri):  # gone meanwhile: one line (the sink retries)
+        client.command(_LEDGER)
+        applied = {
+            row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows
+        }
+        done = []
+        for migration in MIGRATIONS:
+            if migration.version not in applied:
+                done.append(_apply(client, migration))
+        if _raw_ttl_days(client) != raw_ttl_days:
+            client.command(
+                "ALTER TABLE events_raw"
+                f" MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
+            )
+            done.append(f"events_raw TTL {raw_ttl_days} days")
+        if quotas is not None:
+            done += quota.sync_quotas(client, quotas)
+        return done
 
 
 def _apply(client: Client, migration: Migration) -> str:

@@ -12,9 +12,7 @@ import errno
 import os
 import re
 import signal
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -28,7 +26,9 @@ from herald.kafka import local_broker
 from herald.load.simulate import Scenario, generate
 from herald.load.totals import expected_totals
 from herald.processes.child import HeraldProcess
+from herald.processes.query import ask_running_process
 from herald.telemetry.outage import CONNECTION_NOISE
+from tests.chhttp import ChHttp
 from tests.e2e import Paced, aggregates_end, assert_exact, kill_at, produce, scrape
 from tests.harness import Herald, wait_for
 from tests.test_cli import herald
@@ -161,33 +161,6 @@ def test_sink_down_for_half_a_minute_while_the_worker_goes_on(broker: str, tmp_p
     assert max(max(lag.values(), default=0) for _, lag, _, _ in samples) < totals.valid / 4
 
 
-class Dropper:
-    """A port that accepts TCP connections and closes them at once (a server that is half
-    up, or a load balancer with nothing behind it)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def __enter__(self) -> Dropper:
-        self._thread.start()
-        server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
-        self._server: asyncio.AbstractServer = server
-        return self
-
-    async def _serve(self) -> asyncio.AbstractServer:
-        def drop(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.transport.abort()
-
-        return await asyncio.start_server(drop, "127.0.0.1", self.port)
-
-    def __exit__(self, *_exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
 def retry_lines(process: HeraldProcess) -> list[tuple[str, float]]:
     """The sink's one-line ClickHouse errors so far: (cause, the backoff it announced)."""
     found = re.findall(r"sink: cannot reach ClickHouse at [^:]+:\d+: (.*); retrying in ([\d.]+)s",
@@ -195,40 +168,88 @@ def retry_lines(process: HeraldProcess) -> list[tuple[str, float]]:
     return [(cause, float(delay)) for cause, delay in found]
 
 
-def test_clickhouse_unreachable_refused_then_dropped(broker: str, tmp_path: Path) -> None:
-    """A server DSN whose port is closed, then accepts and drops connections: the sink says so
-    in one line per try with a growing backoff, and consumes (so commits) nothing. Switched to
-    chDB (no ClickHouse server runs here: see docs/architecture.md, Faults), it inserts
-    everything."""
+def test_clickhouse_refusing_then_dropping_then_forwarding(broker: str, tmp_path: Path) -> None:
+    """A ClickHouse server (tests.chhttp) whose port is closed, then accepts and drops
+    connections, then answers, on one port: the sink says so in one line per try with a
+    growing backoff, and consumes (so commits) nothing; once the server answers, the sink
+    inserts everything over HTTP, exactly."""
     messages = generate(Scenario(seed=29, invalid=10))
     totals = expected_totals(messages)
     produce(broker, messages)
     worker = start("worker", tmp_path, broker)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again once the probe is
-    dsn = f"http://default:secret@127.0.0.1:{port}"
-    sink = Herald(tmp_path / "sink", broker, role="sink", clickhouse_dsn=dsn).launch()
-    try:
-        refused = wait_for(lambda: len(retry_lines(sink)) >= 4 and retry_lines(sink), 60,
-                           "four refused tries")  # fmt: skip
-        with Dropper(port):
+    with ChHttp(tmp_path / "server", mode="refuse", password="secret") as server:
+        sink = Herald(tmp_path / "sink", broker, role="sink", clickhouse_dsn=server.dsn).launch()
+        try:
+            refused = wait_for(lambda: len(retry_lines(sink)) >= 4 and retry_lines(sink), 60,
+                               "four refused tries")  # fmt: skip
+            server.switch("drop")
             wait_for(lambda: len(retry_lines(sink)) >= len(refused) + 2, 60, "two dropped tries")
-        assert_alive(sink)
-        assert group_offsets(broker, "herald-sink") == {}  # nothing committed
-        sink.stop()
-        lines = retry_lines(sink)
-        log = sink.log_path.read_text()
-        assert "Traceback" not in log and "Retrying (" not in log and "secret" not in log
-        delays = [delay for _, delay in lines]
-        assert delays == sorted(delays) and delays[0] < delays[-1], delays
-        assert "refused" in lines[0][0].lower()
-        assert lines[-1][0] != lines[0][0], "the dropped connections said the same as refused"
-        sink = start("sink", tmp_path, broker)  # the default DSN: chDB under its data dir
-        assert_exact(sink, totals)
-    finally:
-        worker.stop()
-        sink.stop()
+            assert_alive(sink)
+            assert group_offsets(broker, "herald-sink") == {}  # nothing committed
+            server.switch("forward")
+            wait_for(lambda: ask_running_process(sink.settings, "SELECT 1 FORMAT TSV"), 60,
+                     "the sink to start once ClickHouse answers")  # fmt: skip
+            assert_exact(sink, totals)
+            lines = retry_lines(sink)
+            assert_alive(sink)
+        finally:
+            worker.stop()
+            sink.stop()
+    log = sink.log_path.read_text()
+    assert "Traceback" not in log and "Retrying (" not in log and "secret" not in log
+    delays = [delay for _, delay in lines]
+    assert delays == sorted(delays) and delays[0] < delays[-1], delays
+    assert "refused" in lines[0][0].lower()
+    assert lines[-1][0] != lines[0][0], "the dropped connections said the same as refused"
+    assert not (tmp_path / "sink" / "clickhouse").exists(), "the sink wrote to chDB of its own"
+
+
+def insert_failures(process: HeraldProcess, start_at: int) -> list[tuple[str, float]]:
+    """The sink's failed inserts logged after byte `start_at`: (cause, the backoff announced)."""
+    found = re.findall(r"sink: ClickHouse insert failed \((.*)\), retrying in ([\d.]+)s",
+                       logged_since(process, start_at))  # fmt: skip
+    return [(cause, float(delay)) for cause, delay in found]
+
+
+def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
+    return {tp: done for tp, (done, _end) in group_offsets(bootstrap, group).items()}
+
+
+def test_clickhouse_server_goes_away_under_a_running_sink(broker: str, tmp_path: Path) -> None:
+    """The server a running sink writes to refuses at 30 %, then drops connections, then answers
+    again: the sink retries its batch with a growing backoff, one line each, commits nothing
+    meanwhile, and ends exact."""
+    messages = generate(Scenario(seed=37, broadcasts=60, users_per_broadcast=400, invalid=15))
+    totals = expected_totals(messages)
+    with ChHttp(tmp_path / "server", password="secret") as server:
+        worker = start("worker", tmp_path, broker)
+        sink = start("sink", tmp_path, broker, clickhouse_dsn=server.dsn)
+        stream = Paced(broker, messages).start()
+        try:
+            kill_at(0.3, totals, sink, lambda: server.switch("refuse"))
+            mark = sink.log_path.stat().st_size
+            wait_for(lambda: len(insert_failures(sink, mark)) >= 3, 60, "three refused inserts")
+            committed = committed_offsets(broker, "herald-sink")
+            server.switch("drop")
+            refused = len(insert_failures(sink, mark))
+            wait_for(lambda: len(insert_failures(sink, mark)) >= refused + 2, 60,
+                     "two dropped inserts")  # fmt: skip
+            assert committed_offsets(broker, "herald-sink") == committed  # nothing committed
+            server.switch("forward")
+            stream.join()
+            assert_exact(sink, totals)
+            assert_alive(worker, sink)
+        finally:
+            worker.stop()
+            sink.stop()
+    failures, logged = insert_failures(sink, mark), logged_since(sink, mark)
+    print(f"--- herald sink after the server went away:\n{logged}")
+    assert "Traceback" not in logged and "Retrying (" not in logged and "secret" not in logged
+    delays = [delay for _, delay in failures]
+    assert delays == sorted(delays) and delays[0] < delays[-1], delays
+    causes = [cause for cause, _ in failures]  # the first may be the connection it cut
+    assert any("Connection refused" in c for c in causes[:refused]), causes
+    assert "Connection refused" not in causes[-1], causes
 
 
 @contextmanager

@@ -27,7 +27,6 @@ from herald.model import topics
 from herald.processes import webtoken
 from herald.processes.ingest_children import IngestProcesses
 from herald.processes.query import answer_here, report_here
-from herald.sinks import migrations
 from herald.sinks.service import ClickHouseWriter, SinkService
 from herald.streams import escalate
 from herald.streams.aggregate import ShardService, pack_rows
@@ -93,9 +92,6 @@ class Pipeline(mode.Service):
 
     async def on_start(self) -> None:
         await admin.ensure_topics(self.settings, admin.herald_topics(self.settings))
-        if self.writer is not None:
-            await self.writer.run(migrations.migrate, self.settings.raw_ttl_days,
-                                  self.settings.escalations.tenant_quota.quotas)  # fmt: skip
         self._producer = clients.producer(self.settings)
         await self.producer.start()
         self.loops = self._make_loops()

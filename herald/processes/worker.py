@@ -19,7 +19,7 @@ from herald.errors import HeraldError, ServiceUnavailable
 from herald.kafka import admin
 from herald.kafka.loop import RETRY_S
 from herald.processes.app import ROLES, create_app, topics_to_create
-from herald.sinks import clickhouse
+from herald.sinks import clickhouse, migrations
 from herald.telemetry import logs, outage
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def preflight(settings: Settings, role: str) -> None:
     # Faust subscribes its agents at start: their topics must exist by then.
     asyncio.run(admin.ensure_topics(settings, topics_to_create(settings, role)))
     if "sink" in ROLES[role]:
-        wait_for_clickhouse(settings.dsn)
+        prepare_clickhouse(settings)
 
 
 def check_writable(directory: Path) -> None:
@@ -70,13 +70,19 @@ def check_writable(directory: Path) -> None:
         ) from exc
 
 
-def wait_for_clickhouse(dsn: str) -> None:
-    """A sink has nothing to do without ClickHouse, and a server may come up after it: wait,
-    one line per try, with backoff. Nothing is consumed meanwhile, so nothing is committed.
-    Any other problem (a bad DSN, wrong credentials) fails at once."""
+def prepare_clickhouse(settings: Settings) -> None:
+    """A sink has nothing to do without ClickHouse and its schema, and a server may come up
+    after it: wait, one line per try, with backoff, then migrate. Nothing is consumed
+    meanwhile, so nothing is committed. Any other problem (a bad DSN, wrong credentials, a
+    step the server refuses) fails at once, in one line."""
     for attempt in itertools.count():
         try:
-            clickhouse.connect(dsn).close()
+            client = clickhouse.connect(settings.dsn)
+            try:
+                migrations.migrate(client, settings.raw_ttl_days,
+                                   settings.escalations.tenant_quota.quotas)  # fmt: skip
+            finally:
+                client.close()
             return
         except ServiceUnavailable as exc:
             delay = RETRY_S[min(attempt, len(RETRY_S) - 1)]

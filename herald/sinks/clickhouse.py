@@ -54,7 +54,7 @@ def connect(dsn: str) -> Client:
         raise HeraldError(f"unsupported ClickHouse DSN {dsn!r}: use chdb:///abs/path or http(s)://")
     try:
         _check_identifier(database)
-        with _reachable(client.uri):
+        with reachable(client.uri):
             client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     except BaseException:
         client.close()
@@ -86,20 +86,18 @@ def _open_server(parsed: ParseResult) -> Client:
     # and the database from the path: that database may not exist yet, so connect without it.
     dsn = parsed._replace(path="").geturl()
     try:
-        with _reachable(address):
+        with reachable(address):
             return clickhouse_connect.get_client(
                 dsn=dsn, interface=parsed.scheme, connect_timeout=CONNECT_TIMEOUT_S
             )
     except ServiceUnavailable:
         raise
     except ClickHouseError as ex:
-        raise HeraldError(
-            f"ClickHouse at {address} refused the connection: {_first_line(ex)}"
-        ) from ex
+        raise HeraldError(f"ClickHouse at {address} refused the connection: {reason(ex)}") from ex
 
 
 @contextmanager
-def _reachable(where: str) -> Iterator[None]:
+def reachable(where: str) -> Iterator[None]:
     """Turn transport failures into ServiceUnavailable (callers retry with backoff)."""
     try:
         yield
@@ -111,6 +109,24 @@ def _root_cause(ex: BaseException) -> str:
     while ex.__cause__ is not None:
         ex = ex.__cause__
     return _first_line(ex)
+
+
+# What follows ClickHouse's reason: its error name and the server's version (an official
+# build's has parentheses of its own), twice for a nested error, then the URL
+# clickhouse-connect's HTTP client adds.
+_TRAILER = re.compile(
+    r"(?:\.? \((?:[A-Z][A-Z0-9_]+|version [^()]*(?:\([^()]*\))?|for url [^()]*)\))+\.?$"
+)
+
+
+def reason(ex: ClickHouseError) -> str:
+    """ClickHouse's reason for an error, on one line: without the code, the error name, the
+    version and the URL around it, so it reads the same from chDB and from a server."""
+    lines = str(ex).strip().splitlines() or [type(ex).__name__]
+    # The HTTP client puts ClickHouse's own line second, after its own.
+    line = next((x for x in lines if "DB::Exception: " in x), lines[0])
+    found = re.sub(r"^(?:.*?DB::Exception: )+(?:default: )?", "", line)
+    return _TRAILER.sub("", found)
 
 
 def _first_line(ex: BaseException) -> str:
@@ -147,7 +163,7 @@ def insert(client: Client, table: str, rows: list[dict[str, Any]]) -> int:
     _warn_unknown_keys(table, columns, rows)
     for missing, group in _group_by_missing_defaults(columns, rows).items():
         present = [c for c in columns if c.name not in missing]
-        with _reachable(client.uri):
+        with reachable(client.uri):
             client.insert(
                 table,
                 [c.convert([row.get(c.name) for row in group]) for c in present],
@@ -170,7 +186,7 @@ def insert_json_rows(client: Client, table: str, columns: Sequence[str], body: b
     (JSONCompactEachRow), parsed in C++."""
     if body:
         _check_identifier(table)
-        with _reachable(client.uri):
+        with reachable(client.uri):
             client.raw_insert(table, columns, insert_block=body, settings=JSON_ROWS_SETTINGS,
                               fmt="JSONCompactEachRow")  # fmt: skip
 
@@ -189,7 +205,7 @@ def _columns(client: Client, table: str) -> list[_Column]:
 
 def _read_columns(client: Client, table: str) -> list[_Column]:
     _check_identifier(table)
-    with _reachable(client.uri):
+    with reachable(client.uri):
         described = client.query(
             "SELECT name, type, default_kind FROM system.columns"
             " WHERE database = currentDatabase() AND table = {table:String}"

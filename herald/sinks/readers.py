@@ -120,12 +120,7 @@ def _table_functions(client: Client) -> set[str]:
 
 
 def _message(exc: ClickHouseError) -> str:
-    """ClickHouse's reason, without the codes and the version around it."""
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    # The HTTP client puts ClickHouse's own line second, after its own.
-    line = next((x for x in lines if "DB::Exception: " in x), lines[0])
-    reason = re.sub(r"^(?:.*?DB::Exception: )+(?:default: )?", "", line)
-    reason = re.sub(r"\. \([A-Z_]+\)(?: \(version [^)]*\)\.)?(?: \([A-Z_]+\))?$", "", reason)
+    reason = clickhouse.reason(exc)
     if "readonly mode" in reason:
         return f"refused: queries are read-only ({reason})"
     return reason

@@ -72,7 +72,7 @@ def write_batch(client: Client, batch: Batch) -> Inserted:
 
 
 class ClickHouseWriter:
-    """The sink's ClickHouse client, for its inserts and the migrations. People's queries
+    """The sink's ClickHouse client, for its inserts (preflight migrates). People's queries
     never use it: each gets a read-only client of its own (herald.sinks.readers), which
     chDB allows on the same path in the same process.
 

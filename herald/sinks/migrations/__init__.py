@@ -19,14 +19,16 @@ import re
 from collections.abc import Mapping
 
 from clickhouse_connect.driver import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from herald.errors import HeraldError
+from herald.sinks import clickhouse
 from herald.sinks.migrations import base, engagement, quota, reach, search, tenancy
 from herald.sinks.migrations.step import Migration
 
 log = logging.getLogger(__name__)
 # One module per feature that changed the schema; versions are unique and increasing.
-_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *tenancy.STEPS, *engagement.STEPS,
-          *quota.STEPS)
+_STEPS = (*base.STEPS, *reach.STEPS, *search.STEPS, *tenancy.STEPS, *engagement.STEPS, *quota.STEPS)
 MIGRATIONS: tuple[Migration, ...] = tuple(sorted(_STEPS, key=lambda m: m.version))
 
 EMBEDDED_SKIP = " (skipped: embedded ClickHouse has no access control)"
@@ -51,21 +53,24 @@ def migrate(client: Client, raw_ttl_days: int = 30,
     """
     if raw_ttl_days < 1:
         raise ValueError(f"raw_ttl_days must be at least 1, not {raw_ttl_days}")
-    client.command(_LEDGER)
-    applied = {row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows}
-    done = []
-    for migration in MIGRATIONS:
-        if migration.version not in applied:
-            done.append(_apply(client, migration))
-    if _raw_ttl_days(client) != raw_ttl_days:
-        client.command(
-            "ALTER TABLE events_raw"
-            f" MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
-        )
-        done.append(f"events_raw TTL {raw_ttl_days} days")
-    if quotas is not None:
-        done += quota.sync_quotas(client, quotas)
-    return done
+    with clickhouse.reachable(client.uri):  # gone meanwhile: one line (the sink retries)
+        client.command(_LEDGER)
+        applied = {
+            row[0] for row in client.query("SELECT version FROM schema_migrations").result_rows
+        }
+        done = []
+        for migration in MIGRATIONS:
+            if migration.version not in applied:
+                done.append(_apply(client, migration))
+        if _raw_ttl_days(client) != raw_ttl_days:
+            client.command(
+                "ALTER TABLE events_raw"
+                f" MODIFY TTL toDateTime(ingested_at) + INTERVAL {raw_ttl_days} DAY"
+            )
+            done.append(f"events_raw TTL {raw_ttl_days} days")
+        if quotas is not None:
+            done += quota.sync_quotas(client, quotas)
+        return done
 
 
 def _apply(client: Client, migration: Migration) -> str:
@@ -73,7 +78,14 @@ def _apply(client: Client, migration: Migration) -> str:
     skipped = migration.server_only and client.uri.startswith("chdb:")
     log.info("%s migration %s", "recording" if skipped else "applying", migration.label)
     if not skipped:
-        client.command(migration.sql)
+        try:
+            client.command(migration.sql)
+        except OperationalError:
+            raise  # the connection failed, not the step
+        except ClickHouseError as exc:  # e.g. a server user without access management
+            raise HeraldError(
+                f"migration {migration.label} failed: {clickhouse.reason(exc)}"
+            ) from exc
     client.insert(
         "schema_migrations", [[migration.version, migration.name]], column_names=["version", "name"]
     )

@@ -12,10 +12,9 @@ from clickhouse_connect.driver import Client
 from herald.model import topics
 from herald.model.event import Event
 from herald.model.packing import event_rows, pack, unpack
-from herald.sinks.clickhouse import connect
-from herald.sinks.migrations import migrate
 from herald.sinks.service import Batch, write_batch
 from herald.streams.decode import decode
+from tests.harness import migrated_chdb
 
 HEADER = {"src": "deliveries/0", "wm": 0}
 
@@ -45,12 +44,8 @@ def test_heartbeat_has_no_events() -> None:
 
 @pytest.fixture(scope="module")
 def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    client = connect(f"chdb://{tmp_path_factory.mktemp('clickhouse').resolve()}")
-    try:
-        migrate(client)
+    with migrated_chdb(tmp_path_factory.mktemp("clickhouse")) as client:
         yield client
-    finally:
-        client.close()
 
 
 def test_sink_inserts_the_events_of_several_messages(ch: Client) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver import Client
 
-from herald.sinks.clickhouse import connect, insert
+from herald.sinks.clickhouse import insert
 from herald.sinks.migrations import migrate
+from tests.harness import migrated_chdb
 from tests.test_clickhouse import T0_S, rows_of, stats_row
 
 USAGE = """
@@ -22,12 +23,8 @@ FROM tenant_usage_1m ORDER BY tenant_id, minute"""
 
 @pytest.fixture
 def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    client = connect(f"chdb://{tmp_path_factory.mktemp('quotas').resolve()}")
-    try:
-        migrate(client)
+    with migrated_chdb(tmp_path_factory.mktemp("quotas")) as client:
         yield client
-    finally:
-        client.close()
 
 
 def quotas(ch: Client) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver import Client
 
-from herald.sinks import clickhouse, migrations
+from herald.sinks import migrations
 from herald.sinks.migrations import tenancy
+from tests.harness import migrated_chdb
 
 REPO = Path(__file__).resolve().parent.parent
 INITDB = REPO / "deploy" / "clickhouse" / "initdb" / "tenant-acme.sql"
@@ -21,12 +22,8 @@ INITDB = REPO / "deploy" / "clickhouse" / "initdb" / "tenant-acme.sql"
 
 @pytest.fixture(scope="module")
 def ch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    client = clickhouse.connect(f"chdb://{tmp_path_factory.mktemp('tenancy') / 'ch'}")
-    try:
-        migrations.migrate(client)
+    with migrated_chdb(tmp_path_factory.mktemp("tenancy") / "ch") as client:
         yield client
-    finally:
-        client.close()
 
 
 def parsed(ch: Client, statement: str) -> str:

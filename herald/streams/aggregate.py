@@ -123,12 +123,12 @@ class ShardService(TransactionalLoop):
 
         async with self.busy:
             await self._transact(sends)
-        if not snapshot:
-            failpoints.hit("shards-committed")  # input and signals in, rows not yet published
         if snapshot:
             self.stats.set_lag(self._lag())
             # Committed offsets are only for lag monitoring: the stores hold the positions.
             await self.commit_positions()
+        else:
+            failpoints.hit("shards-committed")  # input and signals in, rows not yet published
 
     def _count(self, counts: dict[str, int]) -> None:
         self.stats.add(**counts)

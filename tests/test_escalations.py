@@ -4,8 +4,11 @@ application of shard messages, and restarts from the stored state alone."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,10 +26,12 @@ REGION = ["region_failure_rate", "t1", "DE", "push"]
 class Shards:
     """Shards sending signal messages to one partition's board, with increasing offsets."""
 
-    def __init__(self, n: int, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, n: int, state: dict[str, Any] | None = None,
+                 checkpoints: Iterator[bool] | None = None) -> None:  # fmt: skip
         self.n, self.offsets = n, [0] * n
         self.state: dict[str, Any] = {} if state is None else state
         self.cache = Cache()  # this process's; a new Shards is a new process
+        self.checkpoints = checkpoints or itertools.repeat(True)  # per message: or logged
         self.transitions: list[dict[str, Any]] = []
 
     def send(self, shard: int, clock: int | None, deltas: list[list[Any]] = (),  # type: ignore[assignment]
@@ -36,7 +41,14 @@ class Shards:
         message = {"offsets": {str(shard): self.offsets[shard]}, "clocks": {str(shard): clock},
                    "d": [[shard, *row] for row in deltas],
                    "b": [[shard, *row] for row in broadcasts], "partition": 0}  # fmt: skip
-        self.transitions += Board(self.state, 0, self.n, RULES, self.cache).apply(message)
+        board = Board(self.state, 0, self.n, RULES, self.cache)
+        self.transitions += board.apply(message, next(self.checkpoints))
+
+    def restarted(self) -> Shards:
+        """A new process, with what the table holds (through JSON, as Faust stores it)."""
+        again = Shards(self.n, orjson.loads(orjson.dumps(self.state)), self.checkpoints)
+        again.offsets = self.offsets
+        return again
 
     def all(self, clock: int) -> None:
         for shard in range(self.n):
@@ -80,15 +92,17 @@ seconds = st.dictionaries(
 
 @settings(max_examples=60, deadline=None)
 @given(data=seconds, cuts=st.lists(st.integers(1, 40), min_size=1), shards=st.integers(1, 3),
-       resend=st.booleans())  # fmt: skip
+       resend=st.booleans(), checkpoints=st.lists(st.booleans(), min_size=1))  # fmt: skip
 def test_board_matches_an_oracle_that_evaluates_every_second(
-    data: dict[int, tuple[int, int]], cuts: list[int], shards: int, resend: bool
-) -> None:
+    data: dict[int, tuple[int, int]], cuts: list[int], shards: int, resend: bool,
+    checkpoints: list[bool],
+) -> None:  # fmt: skip
     """Counts spread over shards, sent in batches of any size (some twice), clocks moving
-    at their own pace: the transitions are exactly those of a second-by-second evaluation."""
+    at their own pace, checkpoints or not after any message: the transitions are exactly
+    those of a second-by-second evaluation."""
     per_second = {T0 + s * S: list(c) for s, c in data.items()}
     end = max(per_second) + 700 * S
-    board = Shards(shards)
+    board = Shards(shards, checkpoints=itertools.cycle(checkpoints))
     seconds_sorted = sorted(per_second)
     i = 0
     for step, cut in enumerate(cuts * 50):
@@ -136,29 +150,79 @@ def test_nothing_happens_until_every_shard_has_a_clock() -> None:
     assert [t["state"] for t in shards.transitions][:1] == ["open"]
 
 
-def test_a_restart_from_the_stored_state_alone_gives_the_same_transitions() -> None:
-    """A new process has only the table: subjects that were only ticking resume from their
-    last stored state and run those ticks again. Nothing is lost; what comes twice is the
-    same transition (the publisher passes it on once)."""
-    outage = [[*REGION, T0 + s * S, 0, 1] for s in range(300)]
-    steps: list[tuple[int, list[list[Any]]]] = [(150, outage[:150]), (200, []), (250, []),
-                                                (300, outage[150:]), (900, [])]  # fmt: skip
-    whole = Shards(1)
-    for clock, deltas in steps:
-        whole.send(0, T0 + clock * S, deltas)
-    state: dict[str, Any] = {}
-    first = Shards(1, state)
-    for clock, deltas in steps[:3]:
-        first.send(0, T0 + clock * S, deltas)
-    again = Shards(1, dict(state))  # a new process: only the table's values survive
-    again.offsets = first.offsets
-    for clock, deltas in steps[3:]:
-        again.send(0, T0 + clock * S, deltas)
+def outage_steps() -> list[tuple[int, int, list[list[Any]]]]:
+    """(shard, clock s, deltas) of a region outage spread over two shards: it opens, rises
+    two levels and resolves, with quiet ticks in between."""
+    steps: list[tuple[int, int, list[list[Any]]]] = []
+    for clock in range(10, 320, 10):
+        fails = [[*REGION, T0 + s * S, 1, 3] for s in range(clock - 10, clock) if clock <= 300]
+        steps += [(0, clock, fails[:5]), (1, clock, fails[5:])]
+    return [*steps, (0, 900, []), (1, 900, [])]
+
+
+def run(steps: list[tuple[int, int, list[list[Any]]]], shards: Shards,
+        restarts: set[int]) -> list[dict[str, Any]]:  # fmt: skip
+    """The transitions of `steps`, restarting the process before the given ones, each
+    passed on once (as the publisher does)."""
+    seen: list[dict[str, Any]] = []
+    for i, (shard, clock, deltas) in enumerate(steps):
+        if i in restarts:
+            seen += shards.transitions
+            shards = shards.restarted()
+        shards.send(shard, T0 + clock * S, deltas)
     once = {(t["escalation_id"], t["state"], t["level"]): t
-            for t in first.transitions + again.transitions}  # fmt: skip
+            for t in seen + shards.transitions}  # fmt: skip
+    return list(once.values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(checkpoints=st.lists(st.booleans(), min_size=1), restarts=st.sets(st.integers(0, 63)))
+def test_a_restart_anywhere_resumes_from_the_checkpoint_and_the_log(
+    checkpoints: list[bool], restarts: set[int]
+) -> None:
+    """A new process has only the table: the last checkpoint, the messages logged after it
+    (applied again), subjects that were only ticking as last stored (their ticks run again).
+    Nothing is lost; what comes twice is the same transition."""
+    steps = outage_steps()
+    whole = Shards(2)
+    for shard, clock, deltas in steps:
+        whole.send(shard, T0 + clock * S, deltas)
+    assert [t["state"] for t in whole.transitions] == ["open", "escalate", "escalate", "resolve"]
+    assert run(steps, Shards(2, checkpoints=itertools.cycle(checkpoints)), restarts) == (
+        whole.transitions
+    )
+
+
+def test_a_process_does_not_trust_its_board_after_another_owner_logged() -> None:
+    """The partition moves to another process and back, nothing checkpointed meanwhile: the
+    first one's live board misses what the other applied, and must resume from the table."""
+    steps = outage_steps()
+    whole = Shards(2)
+    for shard, clock, deltas in steps:
+        whole.send(shard, T0 + clock * S, deltas)
+    first = Shards(2, checkpoints=itertools.repeat(False))
+    other = Shards(2, first.state, itertools.repeat(False))  # the same table
+    other.transitions = first.transitions  # in the order they were sent
+    for i, (shard, clock, deltas) in enumerate(steps):
+        owner = other if 20 <= i < 40 else first
+        owner.offsets = (other if owner is first else first).offsets = list(owner.offsets)
+        owner.send(shard, T0 + clock * S, deltas)
+    once = {(t["escalation_id"], t["state"], t["level"]): t for t in first.transitions}
     assert list(once.values()) == whole.transitions
-    states = [t["state"] for t in whole.transitions]
-    assert states[0] == "open" and states.count("resolve") >= 1 and len(states) == 5
+
+
+def test_log_entries_of_an_older_checkpoint_are_not_applied() -> None:
+    """A crash after a checkpoint's clock, before its log was cleared, leaves entries of the
+    version before: they are in the checkpoint already."""
+    message = one_message([[*REGION, T0, 1, 0]], T0 + S)
+    state = {"clock/0": {"clocks": {"0": T0 + S}, "at": T0 + S, "next": {}, "v": 3},
+             "log/0/0": {"v": 2, "m": message}}  # fmt: skip
+    cache = Cache()
+    Board(state, 0, 1, RULES, cache)
+    assert (cache.version, cache.logged, cache.subjects) == (3, 0, {})
+    state["log/0/0"]["v"] = 3
+    Board(state, 0, 1, RULES, cache)
+    assert (cache.version, cache.logged, list(cache.subjects)) == (3, 1, ["\x1f".join(REGION)])
 
 
 def test_critical_unread_opens_at_the_deadline_and_resolves_when_read() -> None:

@@ -7,14 +7,20 @@ like `herald.signals` (a subject always hashes to the same partition), and each 
 `Board` runs the ticks once every shard's clock has passed them.
 
 At least once, and never less: a message's transitions are sent to `herald.transitions` and
-acknowledged before its table writes, and Faust commits the input only after those. A crash
-repeats a message: its deltas are skipped per subject (the shard offsets each subject keeps)
-and its transitions come again, identical; streams/publish.py passes each on once.
+acknowledged before its table writes (its log entry, or a checkpoint: see
+tables/escalation_board), and Faust commits the input only after those. A crash repeats a
+message: its deltas are skipped per subject (the shard offsets each subject keeps) and its
+transitions come again, identical; streams/publish.py passes each on once.
+
+The table's values are orjson bytes, encoded once by `Staged`: with Faust's json codec each
+value was serialised twice, for the changelog and for the store. Values Faust wrote as JSON
+read the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -29,17 +35,22 @@ from herald.tables.escalations import rules
 from herald.telemetry import failpoints
 
 TABLE = "escalations"
+# A partition's subjects are written at most this often; messages in between are logged.
+CHECKPOINT_S = 1.0
 _GONE = object()
 
 
 class Staged(MutableMapping[str, Any]):
-    """Writes held back over a Faust table until `flush`: they must follow the sends."""
+    """JSON values over a Faust table of bytes; writes held back until `flush`: they must
+    follow the sends."""
 
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self.table, self.writes = table, dict[str, Any]()
 
     def __getitem__(self, key: str) -> Any:
-        value = self.writes[key] if key in self.writes else self.table[key]
+        if key not in self.writes:
+            return orjson.loads(self.table[key])
+        value = self.writes[key]
         if value is _GONE:
             raise KeyError(key)
         return value
@@ -61,7 +72,7 @@ class Staged(MutableMapping[str, Any]):
             if value is _GONE:
                 self.table.pop(key, None)
             else:
-                self.table[key] = value
+                self.table[key] = orjson.dumps(value)
 
 
 def changelog_topic(app_id: str) -> str:
@@ -72,12 +83,14 @@ def changelog_topic(app_id: str) -> str:
 def register(app: faust.App, settings: Settings) -> None:
     """Add the agent and its table to `app` (roles that run shards)."""
     enabled = rules(settings.escalations)
-    json: faust.Schema = faust.Schema(key_serializer="json", value_serializer="json")
-    table = app.Table(TABLE, partitions=settings.shards, schema=json,
+    # Faust picks a table's codecs from its types (not a schema): str keys as JSON, as
+    # before; bytes values raw.
+    table = app.Table(TABLE, partitions=settings.shards, key_type=str, value_type=bytes,
                       options={"driver": "rocksdict"})  # fmt: skip
     source = app.topic(topics.SIGNALS, key_serializer="raw", value_serializer="raw")
     out = app.topic(topics.TRANSITIONS, key_serializer="raw", value_serializer="raw")
     caches: dict[int, Cache] = defaultdict(Cache)  # per partition, see tables/escalation_board
+    checkpointed: dict[int, float] = defaultdict(float)  # per partition, monotonic seconds
 
     @app.agent(source, name="herald.escalate")
     async def escalate(stream: faust.StreamT[bytes]) -> None:
@@ -85,7 +98,10 @@ def register(app: faust.App, settings: Settings) -> None:
             partition = event.message.partition
             staged = Staged(table)
             board = Board(staged, partition, settings.shards, enabled, caches[partition])
-            transitions = board.apply(orjson.loads(event.value))
+            checkpoint = time.monotonic() - checkpointed[partition] >= CHECKPOINT_S
+            transitions = board.apply(orjson.loads(event.value), checkpoint)
+            if checkpoint:
+                checkpointed[partition] = time.monotonic()
             sent = [await out.send(key=t["escalation_id"].encode(), value=orjson.dumps(t),
                                    partition=partition) for t in transitions]  # fmt: skip
             await asyncio.gather(*sent)

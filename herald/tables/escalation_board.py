@@ -2,14 +2,24 @@
 and the ticks to run as the slowest shard's clock passes whole seconds.
 
 The board works on any mutable mapping of JSON values — a Faust table in the worker, a dict
-in tests — under two kinds of key: `clock/<partition>` (shard clocks, the last tick, each
-subject's next tick, so a tick loads only the subjects it concerns, and a version) and the
-subject ids.
+in tests — under three kinds of key: `clock/<partition>` (shard clocks, the last tick, each
+subject's next tick, so a tick loads only the subjects it concerns, and a version), the
+subject ids, and `log/<partition>/<n>`: the messages applied since the last checkpoint.
 
-Most ticks only move seconds through a window. A subject is written when it got data or a
-transition, or has moved `RESTATE_MS` past what is stored; in between the process keeps it
-in a `Cache`. After a restart (or on another host) a subject resumes from its stored state
-and runs those ticks again: the same transitions, sent again, which the publisher drops.
+Writing every subject a message touched cost a table write and a changelog record per
+subject and message, twenty-odd per message on the bench load: most of what the agent cost.
+So a message is logged as it came, one write, and the subjects and the clock are written at
+a checkpoint, when the caller asks (the agent: once a second per partition). The process
+keeps the live state in a `Cache`, valid while the stored version is the one it wrote and
+nobody logged past it (another owner, or a recovery, does). Without it the board resumes
+from the checkpoint and applies the logged messages again, in order: the same state, and the
+same transitions, already sent, so they are not returned again. A log entry carries the
+checkpoint's version: entries a crash left behind an older checkpoint are not replayed.
+
+Most ticks only move seconds through a window. A subject is written at a checkpoint when it
+got data or a transition since the last one, or has moved `RESTATE_MS` past what is stored.
+After a restart (or on another host) such a subject resumes from its stored state and runs
+those ticks again: the same transitions, sent again, which the publisher drops.
 """
 
 from __future__ import annotations
@@ -28,12 +38,26 @@ _WIDTHS = {rule: len(fields) for rule, fields in FIELDS.items()}
 
 @dataclass
 class Cache:
-    """A partition's subjects as this process last left them; valid while the stored
-    version is the one it wrote (another owner, or a recovery, changes it)."""
+    """A partition's live board in this process: the clocks, the subjects and what changed
+    since the last checkpoint (`version`), with the `logged` messages after it."""
 
     version: int = -1
+    logged: int = 0
+    clocks: dict[str, int] = field(default_factory=dict)
+    at: int | None = None
+    next: dict[str, int | None] = field(default_factory=dict)
     subjects: dict[str, Subject] = field(default_factory=dict)
-    stored_at: dict[str, int | None] = field(default_factory=dict)
+    stored_at: dict[str, int | None] = field(default_factory=dict)  # `at` of what is stored
+    touched: set[str] = field(default_factory=set)  # loaded since the checkpoint
+    dirty: set[str] = field(default_factory=set)  # with data or a transition since then
+    gone: set[str] = field(default_factory=set)  # idle since then: stored, to delete
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Start again from a stored checkpoint (copied: the live board changes in place)."""
+        self.version, self.logged, self.at = checkpoint["v"], 0, checkpoint["at"]
+        self.clocks, self.next = dict(checkpoint["clocks"]), dict(checkpoint["next"])
+        for held in (self.subjects, self.stored_at, self.touched, self.dirty, self.gone):
+            held.clear()
 
 
 def subject_id(key: list[str]) -> str:
@@ -45,21 +69,39 @@ class Board:
 
     def __init__(self, state: State, partition: int, shards: int, rules: dict[str, Rule],
                  cache: Cache) -> None:  # fmt: skip
-        self.state, self.shards, self.rules = state, shards, rules
-        self.clock_key = f"clock/{partition}"
-        clock = state.get(self.clock_key) or {"clocks": {}, "at": None, "next": {}, "v": 0}
-        self.clocks: dict[str, int] = clock["clocks"]
-        self.at: int | None = clock["at"]
-        self.next: dict[str, int | None] = clock["next"]
-        if cache.version != clock["v"]:
-            cache.subjects.clear()
-            cache.stored_at.clear()
-        self.cache, self.version = cache, clock["v"]
+        self.state, self.shards, self.rules, self.cache = state, shards, rules, cache
+        self.clock_key, self.log_key = f"clock/{partition}", f"log/{partition}/"
         self._loaded: dict[str, Subject] = {}
         self._changed: set[str] = set()
+        stored = state.get(self.clock_key) or {"clocks": {}, "at": None, "next": {}, "v": 0}
+        if cache.version != stored["v"] or self._logged(cache.logged, stored["v"]):
+            self._resume(stored)
 
-    def apply(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        """Fold one signals message in; run the ticks its clocks let through."""
+    def apply(self, message: dict[str, Any], checkpoint: bool = True) -> list[dict[str, Any]]:
+        """Fold one signals message in and run the ticks its clocks let through; then log
+        it, or write the checkpoint."""
+        transitions = self._step(message)
+        if checkpoint:
+            self._checkpoint()
+        else:
+            self.state[f"{self.log_key}{self.cache.logged}"] = {"v": self.cache.version,
+                                                                "m": message}  # fmt: skip
+            self.cache.logged += 1
+        return transitions
+
+    def _logged(self, n: int, version: int) -> dict[str, Any] | None:
+        entry = self.state.get(f"{self.log_key}{n}")
+        return entry["m"] if entry and entry["v"] == version else None
+
+    def _resume(self, stored: dict[str, Any]) -> None:
+        """The checkpoint, then the messages logged after it (their transitions were sent)."""
+        cache = self.cache
+        cache.resume(stored)
+        while (message := self._logged(cache.logged, cache.version)) is not None:
+            self._step(message)
+            cache.logged += 1
+
+    def _step(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         offsets: dict[str, int] = message["offsets"]
         for _shard, tenant, broadcast, sent_ms, deadline_s in message["b"]:
             subject = self._subject(["critical_unread", tenant, broadcast])
@@ -76,64 +118,88 @@ class Board:
         for subject in self._loaded.values():
             for shard, offset in offsets.items():
                 subject.seq[shard] = max(subject.seq.get(shard, -1), offset)
+        clocks = self.cache.clocks
         for shard, clock in message["clocks"].items():
             if clock is not None:
-                self.clocks[shard] = max(self.clocks.get(shard, clock), clock)
+                clocks[shard] = max(clocks.get(shard, clock), clock)
         transitions = self._tick()
-        self._save()
+        self._settle()
         return transitions
 
     def _subject(self, key: list[str]) -> Subject | None:
         if key[0] not in self.rules:
             return None  # a rule switched off in the config
-        sid = subject_id(key)
-        subject = self._loaded.get(sid) or self.cache.subjects.get(sid)
+        sid, cache = subject_id(key), self.cache
+        subject = self._loaded.get(sid) or cache.subjects.get(sid)
         if subject is None:
-            stored = self.state.get(sid)
-            subject = Subject.from_state(stored) if stored else Subject(key, at=self.at)
-            self.cache.stored_at[sid] = subject.at if stored else None
+            stored = None if sid in cache.gone else self.state.get(sid)
+            cache.gone.discard(sid)
+            subject = Subject.from_state(stored) if stored else Subject(key, at=cache.at)
+            cache.stored_at[sid] = subject.at if stored else None
         self._loaded[sid] = subject
         return subject
 
     def _tick(self) -> list[dict[str, Any]]:
         """Every shard has a clock: run the ticks up to the slowest one's last whole second."""
-        if len(self.clocks) < self.shards:
+        cache = self.cache
+        if len(cache.clocks) < self.shards:
             return []
-        slowest = min(self.clocks.values())
+        slowest = min(cache.clocks.values())
         tick = slowest - slowest % SECOND_MS
-        if self.at is None or tick > self.at:
-            self.at = tick
-        due = {sid for sid, t in self.next.items() if t is not None and t <= self.at}
+        if cache.at is None or tick > cache.at:
+            cache.at = tick
+        due = {sid for sid, t in cache.next.items() if t is not None and t <= cache.at}
         transitions = []
         for sid in sorted(due | set(self._loaded)):
             subject = self._subject(sid.split("\x1f"))
             if subject is not None:
-                moved = subject.advance(self.rules[subject.rule], self.at)
+                moved = subject.advance(self.rules[subject.rule], cache.at)
                 if moved:
                     self._changed.add(sid)
                 transitions += moved
         transitions.sort(key=lambda t: (t["occurred_at"], t["rule"], t["subject"]))
         return transitions
 
-    def _save(self) -> None:
-        """Write what must survive a restart (see the module's note); the rest stays cached."""
+    def _settle(self) -> None:
+        """Keep the loaded subjects live (or forget the idle ones) until the checkpoint."""
+        cache = self.cache
         for sid, subject in self._loaded.items():
-            stored_at = self.cache.stored_at.get(sid)
             if subject.idle():
-                self.next.pop(sid, None)
-                self.cache.subjects.pop(sid, None)
-                self.cache.stored_at.pop(sid, None)
-                if stored_at is not None or sid in self._changed:
-                    self.state.pop(sid, None)
+                cache.next.pop(sid, None)
+                cache.subjects.pop(sid, None)
+                cache.dirty.discard(sid)
+                if cache.stored_at.pop(sid, None) is not None:
+                    cache.gone.add(sid)
                 continue
-            self.next[sid] = subject.next_tick(self.rules[subject.rule])
-            self.cache.subjects[sid] = subject
-            behind = stored_at is None or (subject.at or 0) - stored_at >= RESTATE_MS
-            if sid in self._changed or behind:
-                self.state[sid] = subject.to_state()
-                self.cache.stored_at[sid] = subject.at
+            cache.next[sid] = subject.next_tick(self.rules[subject.rule])
+            cache.subjects[sid] = subject
+            cache.touched.add(sid)
+            if sid in self._changed:
+                cache.dirty.add(sid)
         self._loaded.clear()
-        self.version += 1
-        self.cache.version = self.version
-        self.state[self.clock_key] = {"clocks": self.clocks, "at": self.at, "next": self.next,
-                                      "v": self.version}  # fmt: skip
+        self._changed.clear()
+
+    def _checkpoint(self) -> None:
+        """Write what must survive a restart (see the module's note), the clock, and only
+        then forget the log: a crash in between replays nothing twice (versions differ)."""
+        cache, state = self.cache, self.state
+        for sid in cache.touched:
+            subject = cache.subjects.get(sid)
+            if subject is None:
+                continue  # idle since: in `gone` if it was stored
+            stored_at = cache.stored_at.get(sid)
+            behind = stored_at is None or (subject.at or 0) - stored_at >= RESTATE_MS
+            if sid in cache.dirty or behind:
+                state[sid] = subject.to_state()
+                cache.stored_at[sid] = subject.at
+        for sid in cache.gone:
+            state.pop(sid, None)
+        cache.version += 1
+        state[self.clock_key] = {"clocks": dict(cache.clocks), "at": cache.at,
+                                 "next": dict(cache.next), "v": cache.version}  # fmt: skip
+        for n in range(cache.logged):
+            state.pop(f"{self.log_key}{n}", None)
+        cache.logged = 0
+        cache.touched.clear()
+        cache.dirty.clear()
+        cache.gone.clear()

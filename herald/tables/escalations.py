@@ -220,8 +220,10 @@ class Subject:
             buckets = dict(zip(state["seconds"], state["counts"], strict=True))
         else:  # written before session 6: [[second, *counts], ...]
             buckets = dict(sorted((b[0], b[1:]) for b in state["buckets"]))
-        return cls(state["key"], buckets, state["sums"], state["at"], state["seq"],
-                   state["timing"], state["open"], state["stale"], state["checked"])  # fmt: skip
+        # Copies of what changes in place: the mapping may hold these very objects (a dict).
+        opened = None if state["open"] is None else list(state["open"])
+        return cls(state["key"], buckets, state["sums"], state["at"], dict(state["seq"]),
+                   state["timing"], opened, state["stale"], state["checked"])  # fmt: skip
 
     def deadline_ms(self) -> int | None:
         if not self.timing or self.timing[0] is None or self.timing[1] is None:

@@ -81,6 +81,29 @@ def test_pending_counts_once_old_and_uncounts_when_resolved(feed: SignalFeed) ->
     )
 
 
+def test_the_stored_backlog_is_the_live_one_batch_after_batch(feed: SignalFeed) -> None:
+    """Entries are written once per batch: one pending and resolved within a batch is never
+    written, one stored then resolved and pending again within a batch is stored anew (and
+    deleted if resolved again), and a restart from the store alone holds what the shard held."""
+    feed.batch(msg(D0, T0, [delivery("pending", T0, user_id="a"),
+                            delivery("pending", T0, user_id="b")]))  # fmt: skip
+    feed.batch(msg(D0, T0 + MIN, [delivery("delivered", T0 + MIN, user_id="a"),
+                                  delivery("pending", T0 + MIN, user_id="a"),
+                                  delivery("pending", T0 + MIN, user_id="c"),
+                                  delivery("delivered", T0 + MIN, user_id="c")]))  # fmt: skip
+    assert feed.changelog[-1].count(b'"q[') == 1  # a again; c came and went: not written
+    assert {key[2]: entry[0] for key, entry in feed.shard.backlog.entries.items()} == {
+        "a": T0 + MIN, "b": T0}  # fmt: skip
+    later = T0 + 2 * MIN
+    feed.batch(msg(D0, later, [delivery("delivered", later, user_id="a"),
+                               delivery("pending", later, user_id="a"),
+                               delivery("delivered", later, user_id="a")]))  # fmt: skip
+    live = dict(feed.shard.backlog.entries)
+    assert [key[2] for key in live] == ["b"]
+    feed.restart()
+    assert feed.shard.backlog.entries == live
+
+
 def test_a_resolution_seen_before_the_watermark_fired_the_timer_counts(feed: SignalFeed) -> None:
     """Partition 1 holds the watermark back; partition 0 already shows the delivery 20
     minutes later: it was old from minute 15 in event time, and is counted so."""

@@ -19,7 +19,7 @@ from herald.model.event import Event
 from herald.model.packing import unpack
 from herald.model.topics import ACKS, BROADCASTS, DELIVERIES
 from herald.tables import aggregates, lifecycle, retries
-from herald.tables.backlog import Backlog
+from herald.tables.backlog import SIGNALLED, Backlog
 from herald.tables.dedup import GENERATIONS, Generations, identity
 from herald.tables.reach import Recipients
 from herald.tables.retries import FollowupTable
@@ -138,9 +138,10 @@ class Shard:
         self._fire_retries(change)
         clock = self.event_clock()
         if clock is not None and self.escalating:
-            self.backlog.fire(clock, change, self.signals)
+            self.backlog.fire(clock, self.signals)
         self._persist_touched(change)
         self.followups.persist(change)
+        self.backlog.persist(change)
         if self.reach:
             self.reach.persist(change, self.table_watermark)
         self._close_windows()
@@ -203,9 +204,10 @@ class Shard:
         if reach_key is not None:
             self._reach(ev, reach_key, by_broadcast, by_region)
         if topic == DELIVERIES:
-            self.followups.observe(ev, change)
-            if self.escalating:
-                self._delivery_signals(ev, change)
+            recipient = retries.recipient(ev)
+            self.followups.observe(ev, recipient, change)
+            if self.escalating and ev.type in SIGNALLED:
+                self._delivery_signals(ev, recipient)
         elif ev.type == "read":
             self._time_to_read(ev, (by_broadcast, by_region), change)
             if (tenant, ev.broadcast_id) in self.critical:
@@ -219,17 +221,18 @@ class Shard:
             aggregates.add_recipient(self.aggs[by_broadcast], ev.type, ev.channel or "", first)
             aggregates.add_recipient(self.aggs[by_region], ev.type, None, True)
 
-    def _delivery_signals(self, ev: Event, change: Change) -> None:
+    def _delivery_signals(self, ev: Event, recipient: retries.Recipient) -> None:
         """The counts escalation rules read: region failures, dead letters, the backlog."""
         kind, tenant = ev.type, ev.tenant_id
-        if kind == "delivered" or kind == "failed":
-            failed = int(kind == "failed")
-            self.signals.attempt(tenant, ev.region or "", ev.channel or "", ev.ts, failed)
-            if failed and aggregates.retry_outcome(ev, self.retry) == aggregates.DEAD_LETTERED:
-                self.signals.add(("dead_letter_spike", tenant, ev.channel or ""), ev.ts, 1)
-            elif not failed and (tenant, ev.broadcast_id) in self.critical:
+        if kind == "delivered":
+            self.signals.attempt(tenant, ev.region or "", ev.channel or "", ev.ts, 0)
+            if (tenant, ev.broadcast_id) in self.critical:
                 self.signals.add(("critical_unread", tenant, ev.broadcast_id), ev.ts, 1, 0)
-        self.backlog.observe(ev, change, self.signals)
+        elif kind == "failed":
+            self.signals.attempt(tenant, ev.region or "", ev.channel or "", ev.ts, 1)
+            if aggregates.retry_outcome(ev, self.retry) == aggregates.DEAD_LETTERED:
+                self.signals.add(("dead_letter_spike", tenant, ev.channel or ""), ev.ts, 1)
+        self.backlog.observe(ev, recipient, self.signals)
 
     def event_clock(self) -> int | None:
         """Event time for escalations: the table watermark, or the wall clock once every

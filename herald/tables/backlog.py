@@ -16,14 +16,16 @@ from typing import Any
 import orjson
 
 from herald.model.event import Event
-from herald.tables.retries import recipient
+from herald.tables.retries import Recipient
 from herald.tables.signals import Outgoing
 from herald.tables.store import Change, ShardStore
 
 PENDING = b"q"
 RESOLVING = frozenset(("delivered", "expired", "failed"))
+# Every delivery kind escalations read: these and the attempts (delivered, failed) the
+# failure rate counts. Queued and attempted, two thirds of the traffic, skip it all.
+SIGNALLED = RESOLVING | {"pending"}
 RULE = "pending_backlog"
-Recipient = tuple[str, str, str, str]
 
 
 class Backlog:
@@ -34,22 +36,30 @@ class Backlog:
         self.entries: dict[Recipient, list[Any]] = store.load(PENDING)
         self.timers = [(v[0] + self.older_ms, k) for k, v in self.entries.items() if not v[2]]
         heapq.heapify(self.timers)
+        # Written once per batch (`persist`): most pending deliveries resolve within a batch
+        # or two, and one that comes and goes in the same batch is never written at all.
+        self._touched: set[Recipient] = set()
+        self._unsaved: set[Recipient] = set()  # added in this batch
 
-    def observe(self, ev: Event, change: Change, out: Outgoing) -> None:
-        """A counted delivery event."""
+    def observe(self, ev: Event, key: Recipient, out: Outgoing) -> None:
+        """A counted delivery event of recipient-channel `key`."""
         kind = ev.type
         if kind == "pending":
-            key = recipient(ev)
             if key not in self.entries:
                 self.entries[key] = [ev.ts, ev.region or "", False]
                 heapq.heappush(self.timers, (ev.ts + self.older_ms, key))
-                change.put(_encode(key), self.entries[key])
+                if key not in self._touched:  # else stored before, resolved in this batch
+                    self._unsaved.add(key)
+                self._touched.add(key)
         elif kind in RESOLVING and self.entries:
-            key = recipient(ev)
             entry = self.entries.pop(key, None)
             if entry is None:
                 return
-            change.delete(_encode(key))
+            if key in self._unsaved:
+                self._unsaved.discard(key)
+                self._touched.discard(key)
+            else:
+                self._touched.add(key)
             due = entry[0] + self.older_ms
             if not entry[2] and ev.ts >= due:
                 # Old by event time, though the watermark (held back by a slower partition)
@@ -59,7 +69,7 @@ class Backlog:
             if entry[2]:
                 out.add((RULE, key[0], entry[1]), ev.ts, -1)
 
-    def fire(self, clock_ms: int, change: Change, out: Outgoing) -> None:
+    def fire(self, clock_ms: int, out: Outgoing) -> None:
         """Count the deliveries that became old by `clock_ms` (event time)."""
         while self.timers and self.timers[0][0] <= clock_ms:
             due, key = heapq.heappop(self.timers)
@@ -67,8 +77,19 @@ class Backlog:
             if entry is None or entry[2] or entry[0] + self.older_ms != due:
                 continue  # resolved meanwhile
             entry[2] = True
-            change.put(_encode(key), entry)
+            self._touched.add(key)
             out.add((RULE, key[0], entry[1]), due, 1)
+
+    def persist(self, change: Change) -> None:
+        """Put what this batch changed into its `change`."""
+        for key in self._touched:
+            entry = self.entries.get(key)
+            if entry is None:
+                change.delete(_encode(key))
+            else:
+                change.put(_encode(key), entry)
+        self._touched.clear()
+        self._unsaved.clear()
 
 
 def _encode(key: Recipient) -> bytes:

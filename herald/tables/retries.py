@@ -145,9 +145,8 @@ class FollowupTable:
         self.outbox = {k: Fact(*v) for k, v in store.scan(OUTBOX)}
         self._touched: set[Recipient] = set()
 
-    def observe(self, ev: Event, change: Change) -> None:
-        """A counted (deduplicated, on time) delivery event."""
-        key = recipient(ev)
+    def observe(self, ev: Event, key: Recipient, change: Change) -> None:
+        """A counted (deduplicated, on time) delivery event of recipient-channel `key`."""
         followup = self.followups.get(key)
         if followup is None:
             if ev.type != "failed":

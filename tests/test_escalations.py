@@ -150,29 +150,41 @@ def test_nothing_happens_until_every_shard_has_a_clock() -> None:
     assert [t["state"] for t in shards.transitions][:1] == ["open"]
 
 
-def outage_steps() -> list[tuple[int, int, list[list[Any]]]]:
+def outage_steps() -> Steps:
     """(shard, clock s, deltas) of a region outage spread over two shards: it opens, rises
     two levels and resolves, with quiet ticks in between."""
-    steps: list[tuple[int, int, list[list[Any]]]] = []
+    steps: Steps = []
     for clock in range(10, 320, 10):
         fails = [[*REGION, T0 + s * S, 1, 3] for s in range(clock - 10, clock) if clock <= 300]
         steps += [(0, clock, fails[:5]), (1, clock, fails[5:])]
     return [*steps, (0, 900, []), (1, 900, [])]
 
 
-def run(steps: list[tuple[int, int, list[list[Any]]]], shards: Shards,
-        restarts: set[int]) -> list[dict[str, Any]]:  # fmt: skip
-    """The transitions of `steps`, restarting the process before the given ones, each
-    passed on once (as the publisher does)."""
+Steps = list[tuple[int, int, list[list[Any]]]]
+
+
+def once(transitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each transition passed on once, in the order first sent (as the publisher does)."""
+    return list({(t["escalation_id"], t["state"], t["level"]): t for t in transitions}.values())
+
+
+def uninterrupted(steps: Steps) -> list[dict[str, Any]]:
+    """The transitions of `steps` on one process that checkpoints after every message."""
+    whole = Shards(2)
+    for shard, clock, deltas in steps:
+        whole.send(shard, T0 + clock * S, deltas)
+    return whole.transitions
+
+
+def run(steps: Steps, shards: Shards, restarts: set[int]) -> list[dict[str, Any]]:
+    """The transitions of `steps`, restarting the process before the given ones."""
     seen: list[dict[str, Any]] = []
     for i, (shard, clock, deltas) in enumerate(steps):
         if i in restarts:
             seen += shards.transitions
             shards = shards.restarted()
         shards.send(shard, T0 + clock * S, deltas)
-    once = {(t["escalation_id"], t["state"], t["level"]): t
-            for t in seen + shards.transitions}  # fmt: skip
-    return list(once.values())
+    return once(seen + shards.transitions)
 
 
 @settings(max_examples=40, deadline=None)
@@ -184,31 +196,23 @@ def test_a_restart_anywhere_resumes_from_the_checkpoint_and_the_log(
     (applied again), subjects that were only ticking as last stored (their ticks run again).
     Nothing is lost; what comes twice is the same transition."""
     steps = outage_steps()
-    whole = Shards(2)
-    for shard, clock, deltas in steps:
-        whole.send(shard, T0 + clock * S, deltas)
-    assert [t["state"] for t in whole.transitions] == ["open", "escalate", "escalate", "resolve"]
-    assert run(steps, Shards(2, checkpoints=itertools.cycle(checkpoints)), restarts) == (
-        whole.transitions
-    )
+    whole = uninterrupted(steps)
+    assert [t["state"] for t in whole] == ["open", "escalate", "escalate", "resolve"]
+    assert run(steps, Shards(2, checkpoints=itertools.cycle(checkpoints)), restarts) == whole
 
 
 def test_a_process_does_not_trust_its_board_after_another_owner_logged() -> None:
     """The partition moves to another process and back, nothing checkpointed meanwhile: the
     first one's live board misses what the other applied, and must resume from the table."""
     steps = outage_steps()
-    whole = Shards(2)
-    for shard, clock, deltas in steps:
-        whole.send(shard, T0 + clock * S, deltas)
     first = Shards(2, checkpoints=itertools.repeat(False))
     other = Shards(2, first.state, itertools.repeat(False))  # the same table
-    other.transitions = first.transitions  # in the order they were sent
+    # The same shards' offsets, and the transitions in the order they were sent.
+    other.offsets, other.transitions = first.offsets, first.transitions
     for i, (shard, clock, deltas) in enumerate(steps):
         owner = other if 20 <= i < 40 else first
-        owner.offsets = (other if owner is first else first).offsets = list(owner.offsets)
         owner.send(shard, T0 + clock * S, deltas)
-    once = {(t["escalation_id"], t["state"], t["level"]): t for t in first.transitions}
-    assert list(once.values()) == whole.transitions
+    assert once(first.transitions) == uninterrupted(steps)
 
 
 def test_log_entries_of_an_older_checkpoint_are_not_applied() -> None:

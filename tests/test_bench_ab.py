@@ -3,7 +3,11 @@ from the medians."""
 
 from __future__ import annotations
 
+from aiokafka.partitioner import DefaultPartitioner
+
 from herald.bench.ab import Run, ab_result, arm_order, audience_load
+from herald.bench.run import OUTAGE_FAILURES, probe_messages
+from herald.config import Settings
 
 
 def test_arms_alternate_in_reversed_pairs() -> None:
@@ -25,3 +29,11 @@ def test_an_audience_load_is_one_broadcast_to_that_many_users() -> None:
     assert {m.event["broadcast_id"] for m in load if m.event} == {"audience"}
     assert len({m.event["user_id"] for m in load if m.event}) == 1000
     assert len({(m.event["user_id"], m.event["channel"]) for m in load if m.event}) == 2500
+
+
+def test_a_freshness_probe_reaches_every_input_partition() -> None:
+    """Event time waits for the slowest input partition: a probe on fewer partitions would
+    measure the gaps between the probes, not Herald."""
+    partitions = list(range(Settings().partitions))
+    keys = [key for key, _ in probe_messages("b1", "t1", OUTAGE_FAILURES, "failed")]
+    assert {DefaultPartitioner()(key, partitions, partitions) for key in keys} == set(partitions)

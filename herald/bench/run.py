@@ -7,7 +7,9 @@
    counted as events visible through `broadcast_summary` per second, CPU from /proc.
 4. Freshness: produce at half of Herald's measured rate for a while; each batch is its own
    broadcast, and its freshness is the time from its last message sent to the row showing
-   all of it in `broadcast_summary`.
+   all of it in `broadcast_summary`. Once a second a region of a tenant of its own fails:
+   the escalation freshness is the time until it is in `open_escalations`. Both are keyed by
+   recipient, so every input partition sees events four times a second, as under live load.
 """
 
 from __future__ import annotations
@@ -122,7 +124,18 @@ def measure_herald(herald: HeraldProcess, total: int) -> tuple[float, float]:
     return done / seconds, cpu_per_million
 
 
-def _delivered(broadcast_id: str, tenant: str, n: int, kind: str = "delivered") -> list[bytes]:
+async def _send(producer: AIOKafkaProducer, messages: list[tuple[bytes, bytes]]) -> None:
+    for key, value in messages:
+        await producer.send(topics.DELIVERIES, value, key=key)
+    await producer.flush()
+
+
+def probe_messages(broadcast_id: str, tenant: str, n: int,
+               kind: str = "delivered") -> list[tuple[bytes, bytes]]:  # fmt: skip
+    """(key, value) per delivery of `broadcast_id` to `n` users, keyed by recipient: live
+    traffic reaches every input partition all the time. Keyed by broadcast, four broadcasts
+    a second left partitions without events for seconds, and an event-time tick waits for
+    the slowest partition (SPEC §4: the minimum over partitions), so that measured the gaps."""
     common = {
         "tenant_id": tenant, "occurred_at": rfc3339(int(time.time() * 1000)),
         "schema_version": 1, "type": kind, "broadcast_id": broadcast_id,
@@ -130,9 +143,10 @@ def _delivered(broadcast_id: str, tenant: str, n: int, kind: str = "delivered") 
         **({"latency_ms": 120} if kind == "delivered" else {"error_code": "timeout"}),
     }  # fmt: skip
     return [
-        orjson.dumps({**common, "event_id": f"{broadcast_id}-{i}", "user_id": f"u{i}"})
+        (f"u{i}".encode(),
+         orjson.dumps({**common, "event_id": f"{broadcast_id}-{i}", "user_id": f"u{i}"}))
         for i in range(n)
-    ]
+    ]  # fmt: skip
 
 
 @dataclass
@@ -188,9 +202,7 @@ async def _steady(
         for i in range(total):
             await asyncio.sleep(max(started + i * interval - time.monotonic(), 0))
             broadcast = f"{tenant}-b{i}"
-            for value in _delivered(broadcast, tenant, per_batch):
-                await producer.send(topics.DELIVERIES, value, key=broadcast.encode())
-            await producer.flush()
+            await _send(producer, probe_messages(broadcast, tenant, per_batch))
             batches.sent[broadcast] = (time.monotonic(), per_batch)
             if i % config.batches_per_s == 0 and i < last_outage:
                 await _fail(producer, f"{tenant}-o{i}", outages)
@@ -203,9 +215,7 @@ async def _outage(settings: Settings, tenant: str, outages: Probes) -> None:
 
 async def _fail(producer: AIOKafkaProducer, tenant: str, outages: Probes) -> None:
     """A region of a tenant of its own fails `OUTAGE_FAILURES` deliveries: one escalation."""
-    for value in _delivered(tenant, tenant, OUTAGE_FAILURES, "failed"):
-        await producer.send(topics.DELIVERIES, value, key=tenant.encode())
-    await producer.flush()
+    await _send(producer, probe_messages(tenant, tenant, OUTAGE_FAILURES, "failed"))
     outages.sent[tenant] = (time.monotonic(), OUTAGE_FAILURES)
 
 

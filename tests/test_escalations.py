@@ -39,7 +39,7 @@ class Shards:
         if not again:
             self.offsets[shard] += 1
         message = {"offsets": {str(shard): self.offsets[shard]}, "clocks": {str(shard): clock},
-                   "d": [[shard, *row] for row in deltas],
+                   "m": deltas,
                    "b": [[shard, *row] for row in broadcasts], "partition": 0}  # fmt: skip
         board = Board(self.state, 0, self.n, RULES, self.cache)
         self.transitions += board.apply(message, next(self.checkpoints))
@@ -57,7 +57,7 @@ class Shards:
 
 def one_message(deltas: list[list[Any]], clock: int) -> dict[str, Any]:
     """What one shard (0) at offset 1 sends."""
-    return {"offsets": {"0": 1}, "clocks": {"0": clock}, "d": [[0, *row] for row in deltas],
+    return {"offsets": {"0": 1}, "clocks": {"0": clock}, "m": deltas,
             "b": [], "partition": 0}
 
 
@@ -213,6 +213,27 @@ def test_a_process_does_not_trust_its_board_after_another_owner_logged() -> None
         owner = other if 20 <= i < 40 else first
         owner.send(shard, T0 + clock * S, deltas)
     assert once(first.transitions) == uninterrupted(steps)
+
+
+def test_a_message_of_several_shards_applies_once_though_one_shard_did_not_move() -> None:
+    """Rows are summed over a message's shards: a message is new to a subject when any of
+    its shards moved past what the subject applied, and comes again level on all of them.
+    Messages sent before the rows were summed carry a row per shard and read the same."""
+    state: dict[str, Any] = {}
+    cache = Cache()
+
+    def bucket(offsets: dict[str, int], rows: dict[str, list[list[Any]]]) -> list[int]:
+        message = {"offsets": offsets, "clocks": dict.fromkeys(offsets, T0), "b": [], **rows}
+        Board(state, 0, 2, RULES, cache).apply(message)
+        return cache.subjects["\x1f".join(REGION)].buckets[T0]
+
+    summed = {"m": [[*REGION, T0, 1, 0]]}
+    assert bucket({"0": 1, "1": 1}, summed) == [1, 0]
+    assert bucket({"0": 2, "1": 1}, summed) == [2, 0]  # only shard 0 had new input
+    assert bucket({"0": 2, "1": 1}, summed) == [2, 0]  # that message again
+    per_shard = {"d": [[0, *REGION, T0, 0, 1]]}
+    assert bucket({"0": 3}, per_shard) == [2, 1]
+    assert bucket({"0": 3}, per_shard) == [2, 1]
 
 
 def test_log_entries_of_an_older_checkpoint_are_not_applied() -> None:

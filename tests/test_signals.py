@@ -13,7 +13,7 @@ import pytest
 
 from herald.config import DEFAULT_RETRY, Escalations, TenantQuota
 from herald.streams.shard import SIGNALS, Shard
-from herald.tables.signals import FIELDS, Sender, partition_of
+from herald.tables.signals import FIELDS, Outgoing, Sender, partition_of
 from herald.tables.store import Change, ShardStore
 from tests.test_shard import B0, D0, D1, MIN, T0, Feed, ack, announce, delivery, msg
 
@@ -42,11 +42,11 @@ def deltas(messages: list[dict[str, Any]], rule: str) -> Counter[tuple[Any, ...]
     out: Counter[tuple[Any, ...]] = Counter()
     width = len(FIELDS[rule])
     for message in messages:
-        for row in message["d"]:
-            if row[1] == rule:
+        for row in message["m"]:
+            if row[0] == rule:
                 for i, n in enumerate(row[-width:]):
                     if n:
-                        out[(*row[2:-width], FIELDS[rule][i])] += n
+                        out[(*row[1:-width], FIELDS[rule][i])] += n
     return out
 
 
@@ -55,10 +55,10 @@ def test_region_counts_dead_letters_and_the_clock(feed: SignalFeed) -> None:
     feed.batch(msg(D0, ts, [delivery("delivered", ts), delivery("failed", ts, attempt=1),
                             delivery("failed", ts + 1000, retryable=False)]))  # fmt: skip
     [message] = feed.sent()
-    assert sorted(message["d"]) == sorted([
-        [0, "region_failure_rate", "t1", "DE", "push", T0 + 1000, 1, 1],
-        [0, "region_failure_rate", "t1", "DE", "push", T0 + 2000, 0, 1],
-        [0, "dead_letter_spike", "t1", "push", T0 + 2000, 1],
+    assert sorted(message["m"]) == sorted([
+        ["region_failure_rate", "t1", "DE", "push", T0 + 1000, 1, 1],
+        ["region_failure_rate", "t1", "DE", "push", T0 + 2000, 0, 1],
+        ["dead_letter_spike", "t1", "push", T0 + 2000, 1],
     ])  # fmt: skip
     assert message["clocks"] == {"0": ts + 1000}
     assert feed.sent() == []  # nothing new, the clock in the same second: nothing to send
@@ -150,6 +150,23 @@ def test_subjects_spread_over_partitions_by_a_stable_hash() -> None:
     assert min(spread.values()) > 900
 
 
+def test_shards_deltas_for_a_subject_and_second_go_as_one_row() -> None:
+    """Every shard sees every region: the agent gets one summed row per subject and second,
+    with each shard's offset and clock."""
+    outgoing = [Outgoing(), Outgoing()]
+    for n, out in enumerate(outgoing):
+        out.attempt("t1", "DE", "push", T0 + 10, 0)
+        out.attempt("t1", "DE", "push", T0 + 20, n)
+        out.add(("dead_letter_spike", "t1", "sms"), T0 + 1000 * n, 1)
+    [message] = Sender(1).messages([(3, 7, T0, outgoing[0]), (5, 9, T0 + 1, outgoing[1])])
+    assert sorted(message["m"]) == [
+        ["dead_letter_spike", "t1", "sms", T0, 1],
+        ["dead_letter_spike", "t1", "sms", T0 + 1000, 1],
+        ["region_failure_rate", "t1", "DE", "push", T0, 3, 1],
+    ]
+    assert (message["offsets"], message["clocks"]) == ({"3": 7, "5": 9}, {"3": T0, "5": T0 + 1})
+
+
 def test_a_quota_counts_what_the_tenants_windows_count(tmp_path: Path) -> None:
     """Only tenants with a quota, and of theirs the deliveries and acks counted into windows
     (tenant_usage_1m sums the same counters): not a lifecycle event, a duplicate or an event
@@ -215,7 +232,7 @@ def test_escalations_switched_off_keep_no_signals_and_count_the_same(
                                   delivery("failed", T0, retryable=False)]))])  # fmt: skip
     shard.apply([(2, msg(D0, later, [delivery("delivered", later, user_id="b")]))])
     messages = Sender(1).messages([(0, 3, shard.event_clock(), shard.signals)])
-    rules_seen = {row[1] for message in messages for row in message["d"]}
+    rules_seen = {row[0] for message in messages for row in message["m"]}
     assert rules_seen == ({"region_failure_rate", "dead_letter_spike", "critical_unread",
                            "pending_backlog", "tenant_quota"} if enabled else set())  # fmt: skip
     assert bool(shard.backlog.entries) is enabled

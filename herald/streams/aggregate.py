@@ -154,9 +154,9 @@ class ShardService(TransactionalLoop):
                 for m in messages]  # fmt: skip
         await asyncio.gather(*sent)
         for message in messages:  # a row per tenant and second: per send, never per event
-            for row in message["d"]:
-                if row[1] == "tenant_quota":
-                    self.meter.count(metrics.QUOTA_EVENTS, row[-1], row[2])
+            for row in message["m"]:
+                if row[0] == "tenant_quota":
+                    self.meter.count(metrics.QUOTA_EVENTS, row[-1], row[1])
 
     async def _last_transaction(self, shards: list[Shard]) -> None:
         """Publish what `shards` changed before they leave; if Kafka is away, their next

@@ -64,6 +64,15 @@ def subject_id(key: list[str]) -> str:
     return "\x1f".join(key)
 
 
+def _rows(message: dict[str, Any]) -> list[list[Any]]:
+    """A message's delta rows. Messages sent before session 11 have a row per shard ("d":
+    [shard, rule, ...]): a message is applied to a subject for all its shards or none
+    (`Subject.unseen`), so the shard is not needed to apply it once."""
+    if "m" in message:
+        return message["m"]  # type: ignore[no-any-return]
+    return [row[1:] for row in message["d"]]
+
+
 class Board:
     """Applies shard signal messages for one partition and returns the transitions."""
 
@@ -108,11 +117,10 @@ class Board:
             if subject is not None:
                 subject.timing, subject.stale = [sent_ms, deadline_s], True
                 self._changed.add(subject_id(subject.key))
-        for row in message["d"]:  # [shard, rule, *subject, second, *counts]
-            width = _WIDTHS[row[1]]
-            subject = self._subject(row[1 : -width - 1])
-            shard = str(row[0])
-            if subject is not None and subject.seq.get(shard, -1) < offsets[shard]:
+        for row in _rows(message):  # [rule, *subject, second, *counts]
+            width = _WIDTHS[row[0]]
+            subject = self._subject(row[: -width - 1])
+            if subject is not None and subject.unseen(offsets):
                 subject.add(row[-width - 1], row[-width:], self.rules[subject.rule].window_ms)
                 self._changed.add(subject_id(subject.key))
         for subject in self._loaded.values():

@@ -233,6 +233,12 @@ class Subject:
 
     # -- input ------------------------------------------------------------------------------
 
+    def unseen(self, offsets: dict[str, int]) -> bool:
+        """Whether the message with these shard offsets is new to this subject. Applying one
+        advances `seq` to it on all its shards at once: a repeated message is behind or level
+        on every shard, a new one ahead on those whose input moved (the others may be level)."""
+        return any(self.seq.get(shard, -1) < offset for shard, offset in offsets.items())
+
     def add(self, second: int, counts: list[int], window_ms: int | None) -> None:
         """A delta for one second; a second the ticks already passed counts from the next."""
         if self.at is not None and second + SECOND_MS <= self.at:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from herald.errors import BadInput, HeraldError
+from herald.processes.query import Readers
 from herald.sinks import clickhouse, migrations, readers
 
 TENANTS = ("acme", "other")
@@ -150,3 +151,20 @@ def test_a_tenant_sees_no_other_session_in_the_process_list(dsn: str) -> None:
 def test_a_bad_tenant_is_bad_input(dsn: str) -> None:
     with pytest.raises(BadInput, match="--tenant"), readers.reader(dsn, "x' OR 1 --"):
         pass
+
+
+def test_the_running_process_keeps_each_tenants_client_to_that_tenant(dsn: str) -> None:
+    """The /query page's clients stay open between requests (herald.processes.query.Readers):
+    a kept client only ever serves the tenant it was opened for, and one whose query was
+    refused is closed, not kept."""
+    pool = Readers(dsn, keep=2)
+    sql = "SELECT DISTINCT tenant_id FROM broadcasts ORDER BY tenant_id FORMAT TSV"
+    for _ in range(2):
+        assert pool.answer(sql, "acme") == b"acme\n"
+        assert pool.answer(sql, "other") == b"other\n"
+        assert pool.answer(sql, None) == b"acme\nother\n"
+    assert [tenant for tenant, _ in pool._idle] == ["other", None]  # at most two kept
+    with pytest.raises(HeraldError, match="read-only"):
+        pool.answer("DROP TABLE broadcasts", "other")
+    assert [tenant for tenant, _ in pool._idle] == [None]
+    assert pool.answer(sql, "other") == b"other\n"

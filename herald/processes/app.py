@@ -26,7 +26,7 @@ from herald.kafka.loop import LoopService
 from herald.model import topics
 from herald.processes import webtoken
 from herald.processes.ingest_children import IngestProcesses
-from herald.processes.query import answer_here, report_here
+from herald.processes.query import Readers, report_here
 from herald.sinks.service import ClickHouseWriter, SinkService
 from herald.streams import escalate
 from herald.streams.aggregate import ShardService, pack_rows
@@ -226,6 +226,8 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
                 return _unauthorized(self)
             return self.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
 
+    clients_for_reads = Readers(settings.dsn)
+
     class ClickHousePage(faust.web.View):
         """A POST answered by the process that holds ClickHouse (chDB: one per data dir),
         on a read-only client of its own (herald.sinks.readers); errors come back as one
@@ -251,7 +253,7 @@ def _add_pages(app: faust.App, pipeline: Pipeline) -> None:
         """POST SQL, get ClickHouse's answer in the format the SQL names."""
 
         async def answer(self, body: str, tenant: str | None) -> faust.web.Response:
-            result = await asyncio.to_thread(answer_here, settings.dsn, body, tenant)
+            result = await asyncio.to_thread(clients_for_reads.answer, body, tenant)
             return self.bytes(result, content_type="application/octet-stream")
 
     @app.page("/report")

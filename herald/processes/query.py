@@ -9,12 +9,14 @@ when asked (herald.sinks.readers).
 from __future__ import annotations
 
 import re
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import orjson
+from clickhouse_connect.driver import Client
 
 from herald.config import Settings
 from herald.errors import HeraldError
@@ -47,6 +49,44 @@ def answer_here(dsn: str, sql: str, tenant: str | None) -> bytes:
     """Read `sql` on a read-only client of this process's own."""
     with readers.reader(dsn, tenant) as client:
         return readers.read(client, sql)
+
+
+class Readers:
+    """The running process's read-only clients per tenant (None: every tenant), kept open
+    between requests: opening a chDB client (it reads its settings) cost more than most
+    queries, and `herald bench` polls a count every second. A client serves one request at
+    a time; at most `keep` wait idle, the oldest closed first."""
+
+    def __init__(self, dsn: str, keep: int = 8) -> None:
+        self.dsn, self.keep = dsn, keep
+        self._idle: list[tuple[str | None, Client]] = []
+        self._lock = threading.Lock()
+
+    def answer(self, sql: str, tenant: str | None) -> bytes:
+        client = self._take(tenant)
+        try:
+            answer = readers.read(client, sql)
+        except BaseException:
+            client.close()  # in whatever state the error left it
+            raise
+        self._give_back(tenant, client)
+        return answer
+
+    def _take(self, tenant: str | None) -> Client:
+        with self._lock:
+            for i, (owner, client) in enumerate(self._idle):
+                if owner == tenant:
+                    del self._idle[i]
+                    return client
+        return readers.open_reader(self.dsn, tenant)
+
+    def _give_back(self, tenant: str | None, client: Client) -> None:
+        with self._lock:
+            self._idle.append((tenant, client))
+            surplus = self._idle[: -self.keep]
+            del self._idle[: -self.keep]
+        for _, old in surplus:
+            old.close()
 
 
 def ask_running_process(settings: Settings, sql: str, tenant: str | None = None) -> str | None:

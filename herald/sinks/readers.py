@@ -45,15 +45,25 @@ _HIDDEN_SYSTEM_TABLES = ("system.processes",)
 @contextmanager
 def reader(dsn: str, tenant: str | None = None) -> Iterator[Client]:
     """A client of its own on `dsn`: read-only and, with `tenant`, seeing only its rows."""
+    client = open_reader(dsn, tenant)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def open_reader(dsn: str, tenant: str | None = None) -> Client:
+    """`reader`'s client, for a caller that keeps it open (close it when done)."""
     client = clickhouse.connect(dsn)
     try:
         if tenant is not None:
             filters = tenant_filters(client, check_tenant(tenant))
             client.set_client_setting("additional_table_filters", filters)
         client.set_client_setting("readonly", 1)
-        yield client
-    finally:
+    except BaseException:
         client.close()
+        raise
+    return client
 
 
 def check_tenant(tenant: str) -> str:

@@ -13,11 +13,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.structs import TopicPartition
 
 from herald.config import Settings
 from herald.errors import HeraldError, ServiceUnavailable
 from herald.kafka import local_broker
-from herald.kafka.admin import TopicSpec, ensure_topics, herald_topics
+from herald.kafka.admin import TopicSpec, ensure_topics, herald_topics, recreate_topics
 from herald.model import topics
 
 
@@ -221,6 +222,26 @@ async def test_ensure_topics_creates_them_once(kafka_bootstrap: str) -> None:
 
     described = await describe(kafka_bootstrap, list(specs))
     assert described == {name: (spec.partitions, spec.config) for name, spec in specs.items()}
+
+
+async def test_recreated_topics_are_empty_and_the_others_untouched(kafka_bootstrap: str) -> None:
+    """What `herald bench --ab` does between runs on one broker."""
+    settings = settings_for(kafka_bootstrap)
+    emptied, kept = unique("emptied"), unique("kept")
+    specs = {emptied: TopicSpec(2, {"retention.ms": "-1"}), kept: TopicSpec(1, {})}
+    await ensure_topics(settings, specs)
+    async with AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all") as producer:
+        for topic in specs:
+            await producer.send_and_wait(topic, b"x", partition=0)
+    await recreate_topics(settings, {emptied: specs[emptied]})
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(t, 0) for t in specs])
+    finally:
+        await consumer.stop()
+    assert {tp.topic: n for tp, n in ends.items()} == {emptied: 0, kept: 1}
+    assert (await describe(kafka_bootstrap, [emptied]))[emptied] == (2, {"retention.ms": "-1"})
 
 
 async def test_unreachable_broker_is_one_line() -> None:

@@ -1,9 +1,13 @@
 """`herald bench --ab FEATURE`: what one feature costs, as Herald with it against Herald
 without it, on the same load in one session.
 
-Each arm gets a fresh broker, the same messages and a fresh `herald run`; arms alternate
-off, on, on, off (…) so that a drift of this shared machine over the session weighs on both.
-One run of an arm varies by ±15 % here: the medians of several pairs are what to read.
+Every run reads the same messages on one broker, with Herald's own topics emptied and its
+state and consumer groups new, in a fresh `herald run`; arms alternate off, on, on, off (…)
+so that a drift of this shared machine over the session weighs on both. A first run, not
+counted, warms the broker up: a broker started for each run compiled its Java code while it
+served (about 2 CPU-s of a 7 s run on two cores, more with more of Kafka's code in use),
+which a long-running broker does once. One run of an arm varies by ±15 % here: the medians
+of several pairs are what to read.
 Each run also records the peak resident memory of `herald run` (VmHWM), so that a feature's
 memory shows next to its CPU: `--audience N` makes the load one broadcast to N users, the
 case where a per-user state held in memory would grow with the audience.
@@ -23,7 +27,7 @@ import orjson
 
 from herald.bench.run import Progress, bench_load, measure_herald, produce
 from herald.config import Settings
-from herald.kafka import local_broker
+from herald.kafka import admin, local_broker
 from herald.load.produce import SimEvent
 from herald.load.simulate import rfc3339
 from herald.model import topics
@@ -83,27 +87,34 @@ def run_ab(
 def _arms(
     feature: str, load: list[SimEvent], work: Path, pairs: int, progress: Progress
 ) -> dict[str, Any]:
-    runs: dict[str, list[Run]] = {arm: [] for arm in ARMS}
-    for i, arm in enumerate(arm_order(pairs)):
-        env = FEATURES[feature] if arm == "off" else {}
-        progress(f"A/B {feature} {arm} ({i + 1}/{2 * pairs})")
-        runs[arm].append(_one_run(load, work / f"ab{i}", env))
-    return ab_result(feature, runs)
-
-
-def _one_run(load: list[SimEvent], work: Path, env: dict[str, str]) -> Run:
     broker = local_broker.start(work / "broker", port=local_broker.free_port())
     try:
-        settings = Settings(kafka_bootstrap=broker.bootstrap, data_dir=work / "herald")
+        settings = Settings(kafka_bootstrap=broker.bootstrap)
         asyncio.run(produce(settings, load, lambda _: None))
-        herald = HeraldProcess(settings.data_path, broker.bootstrap, **env).start()
-        try:
-            rate, cpu = measure_herald(herald, len(load))
-            return Run(rate, cpu, _peak_rss_mb(herald))
-        finally:
-            herald.stop()
+        progress(f"A/B {feature}: warming the broker up (a run not counted)")
+        _one_run(settings, len(load), work / "warm-up", {})
+        runs: dict[str, list[Run]] = {arm: [] for arm in ARMS}
+        for i, arm in enumerate(arm_order(pairs)):
+            env = FEATURES[feature] if arm == "off" else {}
+            progress(f"A/B {feature} {arm} ({i + 1}/{2 * pairs})")
+            runs[arm].append(_one_run(settings, len(load), work / f"ab{i}", env))
+        return ab_result(feature, runs)
     finally:
         local_broker.stop(work / "broker")
+
+
+def _one_run(settings: Settings, events: int, work: Path, env: dict[str, str]) -> Run:
+    """`herald run` from nothing over the produced input: its outputs, state and groups new."""
+    specs = admin.herald_topics(settings)
+    outputs = {name: spec for name, spec in specs.items() if name not in topics.INPUT_TOPICS}
+    asyncio.run(admin.recreate_topics(settings, outputs))
+    herald = HeraldProcess(work, settings.kafka_bootstrap, group_prefix=work.name, **env)
+    herald.start()
+    try:
+        rate, cpu = measure_herald(herald, events)
+        return Run(rate, cpu, _peak_rss_mb(herald))
+    finally:
+        herald.stop()
 
 
 def _peak_rss_mb(herald: HeraldProcess) -> float:

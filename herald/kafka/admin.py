@@ -136,6 +136,21 @@ async def ensure_topics(
         await _wait_for_leaders(admin, specs, deadline)
 
 
+async def recreate_topics(settings: Settings, specs: dict[str, TopicSpec]) -> None:
+    """Delete the topics of `specs` and create them again, empty (`herald bench --ab`: every
+    run gets fresh outputs from one broker, warmed up once)."""
+    deadline = time.monotonic() + settings.connect_timeout_s
+    async with _admin(settings) as admin:
+        doomed = set(specs) & set(await admin.list_topics())
+        if doomed:
+            await admin.delete_topics(sorted(doomed))
+        while doomed & set(await admin.list_topics()):  # deleted, not yet gone
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailable(f"Kafka topics not deleted: {', '.join(sorted(doomed))}")
+            await asyncio.sleep(POLL_S)
+    await ensure_topics(settings, specs)
+
+
 async def topic_partitions(settings: Settings, topic: str) -> list[int]:
     """The partition numbers of `topic`, sorted. Raises HeraldError if it does not exist."""
     async with _admin(settings) as admin:

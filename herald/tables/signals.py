@@ -105,20 +105,16 @@ class Sender:
     def messages(self, shards: list[tuple[int, int, int | None, Outgoing]]
                  ) -> list[dict[str, Any]]:  # fmt: skip
         """`shards`: (id, input offset, clock, outgoing) each; their outgoing is emptied."""
-        summed: dict[tuple[Any, ...], list[int]] = {}
+        summed = Outgoing()
         rows: dict[int, dict[str, list[Any]]] = defaultdict(lambda: {"m": [], "b": []})
         for shard, _, _, outgoing in shards:
             deltas, broadcasts = outgoing.take()
             for key, counts in deltas.items():
-                total = summed.get(key)
-                if total is None:
-                    summed[key] = counts
-                else:
-                    summed[key] = [a + b for a, b in zip(total, counts, strict=True)]
+                summed.add(key[:-1], key[-1], *counts)  # key[-1]: already a second
             for (tenant, broadcast), timing in broadcasts.items():
                 p = partition_of(("critical_unread", tenant, broadcast), self.partitions)
                 rows[p]["b"].append([shard, tenant, broadcast, *timing])
-        for key, counts in summed.items():
+        for key, counts in summed.deltas.items():
             rows[partition_of(key[:-1], self.partitions)]["m"].append([*key, *counts])
         offsets = {str(shard): offset for shard, offset, _, _ in shards}
         clocks = {str(shard): clock for shard, _, clock, _ in shards}

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from herald.config import Escalations, FailureRate, TenantQuota
 from herald.tables.escalation_board import Board, Cache
 from herald.tables.escalations import Subject, escalation_id, rules
+from herald.tables.signals import grouped
 
 S = 1000
 T0 = 1_795_428_000_000
@@ -39,7 +40,7 @@ class Shards:
         if not again:
             self.offsets[shard] += 1
         message = {"offsets": {str(shard): self.offsets[shard]}, "clocks": {str(shard): clock},
-                   "m": deltas,
+                   "s": grouped(deltas),
                    "b": [[shard, *row] for row in broadcasts], "partition": 0}  # fmt: skip
         board = Board(self.state, 0, self.n, RULES, self.cache)
         self.transitions += board.apply(message, next(self.checkpoints))
@@ -57,7 +58,7 @@ class Shards:
 
 def one_message(deltas: list[list[Any]], clock: int) -> dict[str, Any]:
     """What one shard (0) at offset 1 sends."""
-    return {"offsets": {"0": 1}, "clocks": {"0": clock}, "m": deltas,
+    return {"offsets": {"0": 1}, "clocks": {"0": clock}, "s": grouped(deltas),
             "b": [], "partition": 0}
 
 
@@ -218,7 +219,8 @@ def test_a_process_does_not_trust_its_board_after_another_owner_logged() -> None
 def test_a_message_of_several_shards_applies_once_though_one_shard_did_not_move() -> None:
     """Rows are summed over a message's shards: a message is new to a subject when any of
     its shards moved past what the subject applied, and comes again level on all of them.
-    Messages sent before the rows were summed carry a row per shard and read the same."""
+    Messages sent before the rows were grouped by subject (a row per second), or before
+    they were summed (a row per shard too), read the same."""
     state: dict[str, Any] = {}
     cache = Cache()
 
@@ -227,13 +229,16 @@ def test_a_message_of_several_shards_applies_once_though_one_shard_did_not_move(
         Board(state, 0, 2, RULES, cache).apply(message)
         return cache.subjects["\x1f".join(REGION)].buckets[T0]
 
-    summed = {"m": [[*REGION, T0, 1, 0]]}
-    assert bucket({"0": 1, "1": 1}, summed) == [1, 0]
-    assert bucket({"0": 2, "1": 1}, summed) == [2, 0]  # only shard 0 had new input
-    assert bucket({"0": 2, "1": 1}, summed) == [2, 0]  # that message again
-    per_shard = {"d": [[0, *REGION, T0, 0, 1]]}
-    assert bucket({"0": 3}, per_shard) == [2, 1]
-    assert bucket({"0": 3}, per_shard) == [2, 1]
+    by_subject = {"s": [[*REGION, [T0], [[1, 0]]]]}
+    assert bucket({"0": 1, "1": 1}, by_subject) == [1, 0]
+    assert bucket({"0": 2, "1": 1}, by_subject) == [2, 0]  # only shard 0 had new input
+    assert bucket({"0": 2, "1": 1}, by_subject) == [2, 0]  # that message again
+    by_second = {"m": [[*REGION, T0, 1, 0]]}  # sent before session 12
+    assert bucket({"0": 3, "1": 2}, by_second) == [3, 0]
+    assert bucket({"0": 3, "1": 2}, by_second) == [3, 0]
+    per_shard = {"d": [[0, *REGION, T0, 0, 1]]}  # before session 11
+    assert bucket({"0": 4}, per_shard) == [3, 1]
+    assert bucket({"0": 4}, per_shard) == [3, 1]
 
 
 def test_log_entries_of_an_older_checkpoint_are_not_applied() -> None:
@@ -328,3 +333,15 @@ def test_a_late_second_inside_the_window_counts_at_once_and_leaves_on_time() -> 
     shards.send(0, T0 + 68 * S)  # past second 5's leaving, not yet second 10's
     got = [(t["state"], t["occurred_at"] - T0) for t in shards.transitions]
     assert got == [("open", 21 * S), ("resolve", 66 * S)]
+
+
+def test_a_late_second_after_every_stored_one_counts_at_once_and_leaves_on_time() -> None:
+    """Failures for second 15 arrive when the ticks are at 20 s, after the stored seconds
+    0-9 of deliveries but already passed: they count from the next tick (21 s), not when
+    second 15 would have entered, and leave the window at 15 + 1 + 60 s."""
+    shards = Shards(1)
+    shards.send(0, T0 + 20 * S, [[*REGION, T0 + s * S, 10, 0] for s in range(10)])
+    shards.send(0, T0 + 21 * S, [[*REGION, T0 + 15 * S, 0, 100]])
+    shards.send(0, T0 + 100 * S)
+    got = [(t["state"], t["occurred_at"] - T0) for t in shards.transitions]
+    assert got == [("open", 21 * S), ("resolve", 76 * S)]

@@ -29,7 +29,7 @@ class SignalFeed(Feed):
 
     def sent(self) -> list[dict[str, Any]]:
         shard = self.shard
-        return self.sender.messages([(0, shard.offset or 0, shard.event_clock(), shard.signals)])
+        return self.sender.messages([(0, shard.offset or 0, shard.event_clock())], shard.signals)
 
 
 @pytest.fixture
@@ -42,11 +42,13 @@ def deltas(messages: list[dict[str, Any]], rule: str) -> Counter[tuple[Any, ...]
     out: Counter[tuple[Any, ...]] = Counter()
     width = len(FIELDS[rule])
     for message in messages:
-        for row in message["m"]:
-            if row[0] == rule:
-                for i, n in enumerate(row[-width:]):
-                    if n:
-                        out[(*row[1:-width], FIELDS[rule][i])] += n
+        for *subject, seconds, counts in message["s"]:
+            if subject[0] == rule:
+                for second, second_counts in zip(seconds, counts, strict=True):
+                    assert len(second_counts) == width
+                    for i, n in enumerate(second_counts):
+                        if n:
+                            out[(*subject[1:], second, FIELDS[rule][i])] += n
     return out
 
 
@@ -55,11 +57,10 @@ def test_region_counts_dead_letters_and_the_clock(feed: SignalFeed) -> None:
     feed.batch(msg(D0, ts, [delivery("delivered", ts), delivery("failed", ts, attempt=1),
                             delivery("failed", ts + 1000, retryable=False)]))  # fmt: skip
     [message] = feed.sent()
-    assert sorted(message["m"]) == sorted([
-        ["region_failure_rate", "t1", "DE", "push", T0 + 1000, 1, 1],
-        ["region_failure_rate", "t1", "DE", "push", T0 + 2000, 0, 1],
-        ["dead_letter_spike", "t1", "push", T0 + 2000, 1],
-    ])  # fmt: skip
+    assert sorted(message["s"]) == [  # a row per subject, its seconds ascending
+        ["dead_letter_spike", "t1", "push", [T0 + 2000], [[1]]],
+        ["region_failure_rate", "t1", "DE", "push", [T0 + 1000, T0 + 2000], [[1, 1], [0, 1]]],
+    ]
     assert message["clocks"] == {"0": ts + 1000}
     assert feed.sent() == []  # nothing new, the clock in the same second: nothing to send
 
@@ -150,21 +151,29 @@ def test_subjects_spread_over_partitions_by_a_stable_hash() -> None:
     assert min(spread.values()) > 900
 
 
-def test_shards_deltas_for_a_subject_and_second_go_as_one_row() -> None:
-    """Every shard sees every region: the agent gets one summed row per subject and second,
-    with each shard's offset and clock."""
-    outgoing = [Outgoing(), Outgoing()]
-    for n, out in enumerate(outgoing):
-        out.attempt("t1", "DE", "push", T0 + 10, 0)
-        out.attempt("t1", "DE", "push", T0 + 20, n)
-        out.add(("dead_letter_spike", "t1", "sms"), T0 + 1000 * n, 1)
-    [message] = Sender(1).messages([(3, 7, T0, outgoing[0]), (5, 9, T0 + 1, outgoing[1])])
-    assert sorted(message["m"]) == [
-        ["dead_letter_spike", "t1", "sms", T0, 1],
-        ["dead_letter_spike", "t1", "sms", T0 + 1000, 1],
-        ["region_failure_rate", "t1", "DE", "push", T0, 3, 1],
+def test_shards_deltas_for_a_subject_and_second_go_as_one_row(tmp_path: Path) -> None:
+    """Every shard sees every region: a service's shards share one `Outgoing`, and the agent
+    gets one row per subject, one count per second summed over the shards (the seconds
+    ascending, whichever shard saw which first), with each shard's offset and clock."""
+    shared = Outgoing()
+    shards = [Shard(n, ShardStore(tmp_path / str(n)), 600, DEFAULT_RETRY, signals=shared)
+              for n in (3, 5)]  # fmt: skip
+    for n, shard in enumerate(shards):
+        dead = delivery("failed", T0 + 1000 * (1 - n), channel="sms", retryable=False,
+                        event_id=f"dead{n}")  # fmt: skip
+        shard.apply([(6 + 2 * n, msg(D0, T0, [delivery("delivered", T0 + 10, event_id=f"a{n}"),
+                                              delivery("failed" if n else "delivered", T0 + 20,
+                                                       event_id=f"b{n}"), dead]))])  # fmt: skip
+    clocks = [(shard.id, shard.offset or 0, shard.event_clock()) for shard in shards]
+    [message] = Sender(1).messages(clocks, shared)
+    assert sorted(message["s"]) == [
+        ["dead_letter_spike", "t1", "sms", [T0, T0 + 1000], [[1], [1]]],
+        ["region_failure_rate", "t1", "DE", "push", [T0], [[3, 1]]],
+        ["region_failure_rate", "t1", "DE", "sms", [T0, T0 + 1000], [[0, 1], [0, 1]]],
     ]
-    assert (message["offsets"], message["clocks"]) == ({"3": 7, "5": 9}, {"3": T0, "5": T0 + 1})
+    assert message["offsets"] == {"3": 7, "5": 9}
+    assert message["clocks"] == {"3": T0 + 1000, "5": T0 + 20}  # each its newest event
+    assert shared.deltas == {}
 
 
 def test_a_quota_counts_what_the_tenants_windows_count(tmp_path: Path) -> None:
@@ -179,7 +188,7 @@ def test_a_quota_counts_what_the_tenants_windows_count(tmp_path: Path) -> None:
                  (1, msg(D0, late, [delivery("queued", late, event_id="again")])),
                  (2, msg(D0, late, [delivery("queued", T0 + 1000, event_id="too-late"),
                                     delivery("queued", late, event_id="again")]))])  # fmt: skip
-    messages = Sender(1).messages([(0, 3, shard.event_clock(), shard.signals)])
+    messages = Sender(1).messages([(0, 3, shard.event_clock())], shard.signals)
     assert deltas(messages, "tenant_quota") == Counter(
         {("t1", T0, "events"): 2, ("t1", late, "events"): 1}
     )
@@ -231,8 +240,8 @@ def test_escalations_switched_off_keep_no_signals_and_count_the_same(
                  (1, msg(D0, T0, [delivery("pending", T0, user_id="a"), delivery("delivered", T0),
                                   delivery("failed", T0, retryable=False)]))])  # fmt: skip
     shard.apply([(2, msg(D0, later, [delivery("delivered", later, user_id="b")]))])
-    messages = Sender(1).messages([(0, 3, shard.event_clock(), shard.signals)])
-    rules_seen = {row[0] for message in messages for row in message["m"]}
+    messages = Sender(1).messages([(0, 3, shard.event_clock())], shard.signals)
+    rules_seen = {row[0] for message in messages for row in message["s"]}
     assert rules_seen == ({"region_failure_rate", "dead_letter_spike", "critical_unread",
                            "pending_backlog", "tenant_quota"} if enabled else set())  # fmt: skip
     assert bool(shard.backlog.entries) is enabled

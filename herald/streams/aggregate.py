@@ -44,6 +44,7 @@ class ShardService(TransactionalLoop):
         super().__init__(*args, **kwargs)
         self.shards: dict[int, Shard] = {}
         self._last_snapshot = 0.0
+        self.outgoing = signals.Outgoing()  # the shards' escalation deltas, one for all
         self.sender = signals.Sender(self.settings.shards)
         self.meter.read_at_scrape(metrics.STATE_KEYS, self._state_keys)
         if self.settings.escalations.enabled:  # the shards meter these tenants' events
@@ -74,7 +75,8 @@ class ShardService(TransactionalLoop):
         return Shard(partition, store, settings.grace_s, settings.retry,
                      settings.dedup_horizon_s, settings.retry_rate_per_s,
                      settings.escalations,
-                     settings.reach_horizon_s if settings.reach else None)  # fmt: skip
+                     settings.reach_horizon_s if settings.reach else None,
+                     self.outgoing)  # fmt: skip
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.busy:
@@ -87,6 +89,7 @@ class ShardService(TransactionalLoop):
     async def rewind(self) -> None:
         """After a failed transaction: the shards again as their stores hold them (the last
         commit), each resuming from the input offset stored with it."""
+        self.outgoing = signals.Outgoing()  # without the failed transaction's deltas
         self.shards = {p: self._open(p, shard.store) for p, shard in self.shards.items()}
         self.sender = signals.Sender(self.settings.shards)  # send every clock again
         for tp in self.consumer.assignment():
@@ -147,16 +150,15 @@ class ShardService(TransactionalLoop):
         """The shards' escalation deltas and clocks, in the transaction of the poll that made
         them: the agent gets each delta once, and no shard keeps unsent deltas in its state
         (rewriting them with every batch cost more than the messages)."""
-        shards = list(self.shards.values())
-        parts = [(s.id, s.offset or 0, s.event_clock(), s.signals) for s in shards]
-        messages = self.sender.messages(parts)
+        for subject, seconds in self.outgoing.deltas.items():  # per subject, never per event
+            if subject[0] == "tenant_quota":
+                self.meter.count(metrics.QUOTA_EVENTS, sum(c[0] for c in seconds.values()),
+                                 subject[1])  # fmt: skip
+        parts = [(s.id, s.offset or 0, s.event_clock()) for s in self.shards.values()]
+        messages = self.sender.messages(parts, self.outgoing)
         sent = [await self.txn.send(topics.SIGNALS, orjson.dumps(m), partition=m["partition"])
                 for m in messages]  # fmt: skip
         await asyncio.gather(*sent)
-        for message in messages:  # a row per tenant and second: per send, never per event
-            for row in message["m"]:
-                if row[0] == "tenant_quota":
-                    self.meter.count(metrics.QUOTA_EVENTS, row[-1], row[1])
 
     async def _last_transaction(self, shards: list[Shard]) -> None:
         """Publish what `shards` changed before they leave; if Kafka is away, their next

@@ -50,6 +50,7 @@ class Shard:
         retry_rate_per_s: float = 2000,
         escalations: Escalations | None = None,
         reach_horizon_s: int | None = 7 * 86_400,
+        signals: Outgoing | None = None,
     ) -> None:
         self.id = shard_id
         self.store = store
@@ -81,10 +82,13 @@ class Shard:
         rules = escalations or Escalations()
         self.escalating = rules.enabled
         # What the escalation agent learns from this shard, sent in the transaction of the
-        # poll that produced it. Earlier versions kept unsent deltas in the state: those go
-        # with the first poll, whose change forgets them.
+        # poll that produced it (shared with the service's other shards: `signals`).
+        # Earlier versions kept unsent deltas in the state: those go with the first poll,
+        # whose change forgets them.
+        self.signals = Outgoing() if signals is None else signals
         stored_signals = store.meta(SIGNALS)
-        self.signals = Outgoing.from_state(stored_signals)
+        if stored_signals is not None:
+            self.signals.restore(shard_id, stored_signals)
         self._forget_stored_signals = stored_signals is not None
         self.backlog = Backlog(store, rules.pending_backlog.older_than_s)
         # Only these tenants are counted, and only these broadcasts watched for reads. A
@@ -226,13 +230,14 @@ class Shard:
         kind, tenant = ev.type, ev.tenant_id
         if kind == "delivered":
             self.signals.attempt(tenant, ev.region or "", ev.channel or "", ev.ts, 0)
-            if (tenant, ev.broadcast_id) in self.critical:
+            if self.critical and (tenant, ev.broadcast_id) in self.critical:
                 self.signals.add(("critical_unread", tenant, ev.broadcast_id), ev.ts, 1, 0)
         elif kind == "failed":
             self.signals.attempt(tenant, ev.region or "", ev.channel or "", ev.ts, 1)
             if aggregates.retry_outcome(ev, self.retry) == aggregates.DEAD_LETTERED:
                 self.signals.add(("dead_letter_spike", tenant, ev.channel or ""), ev.ts, 1)
-        self.backlog.observe(ev, recipient, self.signals)
+        if kind == "pending" or recipient in self.backlog.entries:  # most are neither
+            self.backlog.observe(ev, recipient, self.signals)
 
     def event_clock(self) -> int | None:
         """Event time for escalations: the table watermark, or the wall clock once every
@@ -286,10 +291,10 @@ class Shard:
             if key not in self.critical:
                 self.critical.add(key)
                 self._backfill_critical(key)
-            self.signals.broadcast(*key, state["sent_at"], state["ack_deadline_s"])
+            self.signals.broadcast(self.id, *key, state["sent_at"], state["ack_deadline_s"])
         elif key in self.critical:
             self.critical.discard(key)
-            self.signals.broadcast(*key, None, None)
+            self.signals.broadcast(self.id, *key, None, None)
         if state["sent_at"] is not None and key in self.unread:
             self._flush_unread(key, state["sent_at"], change)
 

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from herald.tables.escalations import Rule, Subject
-from herald.tables.signals import FIELDS, SECOND_MS
+from herald.tables.signals import SECOND_MS, grouped
 
 State = MutableMapping[str, Any]
 RESTATE_MS = 60_000
-_WIDTHS = {rule: len(fields) for rule, fields in FIELDS.items()}
 
 
 @dataclass
@@ -64,13 +63,16 @@ def subject_id(key: list[str]) -> str:
     return "\x1f".join(key)
 
 
-def _rows(message: dict[str, Any]) -> list[list[Any]]:
-    """A message's delta rows. Messages sent before session 11 have a row per shard ("d":
-    [shard, rule, ...]): a message is applied to a subject for all its shards or none
-    (`Subject.unseen`), so the shard is not needed to apply it once."""
+def _subject_rows(message: dict[str, Any]) -> list[list[Any]]:
+    """A message's rows, one per subject: [rule, *subject, [seconds], [counts]]. Messages
+    sent before session 12 have a row per subject and second ("m"), and before session 11
+    a row per shard too ("d": [shard, rule, ...]): a message is applied to a subject for all
+    its shards or none (`Subject.unseen`), so the shard is not needed to apply it once."""
+    if "s" in message:
+        return message["s"]  # type: ignore[no-any-return]
     if "m" in message:
-        return message["m"]  # type: ignore[no-any-return]
-    return [row[1:] for row in message["d"]]
+        return grouped(message["m"])
+    return grouped([row[1:] for row in message["d"]])
 
 
 class Board:
@@ -117,12 +119,11 @@ class Board:
             if subject is not None:
                 subject.timing, subject.stale = [sent_ms, deadline_s], True
                 self._changed.add(subject_id(subject.key))
-        for row in _rows(message):  # [rule, *subject, second, *counts]
-            width = _WIDTHS[row[0]]
-            subject = self._subject(row[: -width - 1])
+        for *key, seconds, counts in _subject_rows(message):
+            subject = self._subject(key)
             if subject is not None and subject.unseen(offsets):
-                subject.add(row[-width - 1], row[-width:], self.rules[subject.rule].window_ms)
-                self._changed.add(subject_id(subject.key))
+                subject.add_many(seconds, counts, self.rules[subject.rule].window_ms)
+                self._changed.add(subject_id(key))
         for subject in self._loaded.values():
             for shard, offset in offsets.items():
                 subject.seq[shard] = max(subject.seq.get(shard, -1), offset)

@@ -257,6 +257,17 @@ class Subject:
         if late:  # keep the seconds in order (the ticks bisect them)
             self.buckets = dict(sorted(self.buckets.items()))
 
+    def add_many(self, seconds: list[int], counts: list[list[int]], window_ms: int | None) -> None:
+        """`add` for ascending seconds: those after every stored second and not yet passed
+        (most of a message's) are appended at once."""
+        last = next(reversed(self.buckets), None)
+        at = self.at
+        for i, second in enumerate(seconds):
+            if (last is None or second > last) and (at is None or second + SECOND_MS > at):
+                self.buckets.update(zip(seconds[i:], counts[i:], strict=True))
+                return
+            self.add(second, counts[i], window_ms)
+
     def _fold(self, counts: list[int], sign: int) -> None:
         self.sums = [s + sign * n for s, n in zip(self.sums, counts, strict=True)]
 

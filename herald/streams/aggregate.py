@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 
 from herald.kafka.loop import TransactionalLoop
 from herald.model import topics
@@ -113,13 +113,15 @@ class ShardService(TransactionalLoop):
                 change = shard.apply((r.offset, r.value) for r in records)
                 changes.append((shard.id, shard.store, change))
                 self._count(shard.take_counts())
+            signalled = []  # in flight with the changelog's records: one round trip for both
+            if self.settings.escalations.enabled and (snapshot or changes):
+                signalled = await self._signals()
             started = time.perf_counter()
             written = await changelog.send(self.txn, changes)
             if changes:
                 self.meter.observe(metrics.CHANGELOG_SECONDS, time.perf_counter() - started,
                                    self.group)  # fmt: skip
-            if self.settings.escalations.enabled and (snapshot or changes):
-                await self._signals()
+            await asyncio.gather(*signalled)
             if snapshot:
                 written += await self._snapshots(list(self.shards.values()))
             return written
@@ -146,19 +148,19 @@ class ShardService(TransactionalLoop):
         self.meter.observe(metrics.PRODUCE_SECONDS, time.perf_counter() - started, self.group)
         changelog.write_local(written)
 
-    async def _signals(self) -> None:
-        """The shards' escalation deltas and clocks, in the transaction of the poll that made
-        them: the agent gets each delta once, and no shard keeps unsent deltas in its state
-        (rewriting them with every batch cost more than the messages)."""
+    async def _signals(self) -> list[asyncio.Future[RecordMetadata]]:
+        """Send the shards' escalation deltas and clocks in the transaction of the poll that
+        made them (the agent gets each delta once, and no shard keeps unsent deltas in its
+        state: rewriting them with every batch cost more than the messages); the sends'
+        futures, not awaited."""
         for subject, seconds in self.outgoing.deltas.items():  # per subject, never per event
             if subject[0] == "tenant_quota":
                 self.meter.count(metrics.QUOTA_EVENTS, sum(c[0] for c in seconds.values()),
                                  subject[1])  # fmt: skip
         parts = [(s.id, s.offset or 0, s.event_clock()) for s in self.shards.values()]
         messages = self.sender.messages(parts, self.outgoing)
-        sent = [await self.txn.send(topics.SIGNALS, orjson.dumps(m), partition=m["partition"])
+        return [await self.txn.send(topics.SIGNALS, orjson.dumps(m), partition=m["partition"])
                 for m in messages]  # fmt: skip
-        await asyncio.gather(*sent)
 
     async def _last_transaction(self, shards: list[Shard]) -> None:
         """Publish what `shards` changed before they leave; if Kafka is away, their next

@@ -122,7 +122,7 @@ class Board:
         for *key, seconds, counts in _subject_rows(message):
             subject = self._subject(key)
             if subject is not None and subject.unseen(offsets):
-                subject.add_many(seconds, counts, self.rules[subject.rule].window_ms)
+                subject.add(seconds, counts, self.rules[subject.rule].window_ms)
                 self._changed.add(subject_id(key))
         for subject in self._loaded.values():
             for shard, offset in offsets.items():

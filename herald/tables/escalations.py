@@ -239,34 +239,36 @@ class Subject:
         on every shard, a new one ahead on those whose input moved (the others may be level)."""
         return any(self.seq.get(shard, -1) < offset for shard, offset in offsets.items())
 
-    def add(self, second: int, counts: list[int], window_ms: int | None) -> None:
-        """A delta for one second; a second the ticks already passed counts from the next."""
-        if self.at is not None and second + SECOND_MS <= self.at:
-            if window_ms is not None and second + SECOND_MS + window_ms <= self.at:
-                return  # it would already have left the window
-            self._fold(counts, 1)
-            self.stale = True
-            if window_ms is None:
-                return  # folded for good
-        bucket = self.buckets.get(second)
-        if bucket is not None:
-            self.buckets[second] = [a + b for a, b in zip(bucket, counts, strict=True)]
-            return
-        late = bool(self.buckets) and second < next(reversed(self.buckets))
-        self.buckets[second] = counts
-        if late:  # keep the seconds in order (the ticks bisect them)
-            self.buckets = dict(sorted(self.buckets.items()))
-
-    def add_many(self, seconds: list[int], counts: list[list[int]], window_ms: int | None) -> None:
-        """`add` for ascending seconds: those after every stored second and not yet passed
-        (most of a message's) are appended at once."""
-        last = next(reversed(self.buckets), None)
-        at = self.at
+    def add(self, seconds: list[int], counts: list[list[int]], window_ms: int | None) -> None:
+        """A row's deltas, its seconds ascending. The seconds after every stored one and not
+        yet passed (most of a row's) are appended at once; the buckets are sorted once if
+        others came between them (the ticks bisect them)."""
+        last, at, between = next(reversed(self.buckets), None), self.at, False
         for i, second in enumerate(seconds):
             if (last is None or second > last) and (at is None or second + SECOND_MS > at):
                 self.buckets.update(zip(seconds[i:], counts[i:], strict=True))
-                return
-            self.add(second, counts[i], window_ms)
+                break
+            if self._passed(second, counts[i], window_ms):
+                continue
+            bucket = self.buckets.get(second)
+            if bucket is not None:
+                self.buckets[second] = [a + b for a, b in zip(bucket, counts[i], strict=True)]
+            else:
+                self.buckets[second] = counts[i]
+                between = between or (last is not None and second < last)
+        if between:
+            self.buckets = dict(sorted(self.buckets.items()))
+
+    def _passed(self, second: int, counts: list[int], window_ms: int | None) -> bool:
+        """A delta for a second the ticks passed counts from the next tick: folded in now.
+        True when nothing is left to store (gone from the window, or a level rule's)."""
+        if self.at is None or second + SECOND_MS > self.at:
+            return False
+        if window_ms is not None and second + SECOND_MS + window_ms <= self.at:
+            return True  # it would already have left the window
+        self._fold(counts, 1)
+        self.stale = True
+        return window_ms is None
 
     def _fold(self, counts: list[int], sign: int) -> None:
         self.sums = [s + sign * n for s, n in zip(self.sums, counts, strict=True)]

@@ -1,11 +1,11 @@
 """`herald bench --ab`: the arms alternate so that drift weighs on both, and the cost is read
-from the medians."""
+from the medians, and pair by pair."""
 
 from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from herald.bench.ab import Run, ab_result, arm_order, audience_load
+from herald.bench.ab import Run, ab_result, arm_order, audience_load, render_ab
 from herald.bench.run import OUTAGE_FAILURES, probe_messages
 from herald.config import Settings
 
@@ -22,6 +22,10 @@ def test_the_cost_compares_medians_of_each_arm() -> None:
     assert result["ab_off_events_per_s"] == [100, 80, 90]
     assert result["ab_throughput_cost"] == 0.1  # 1 - 81 / 90
     assert result["ab_cpu_cost"] == 0.1  # 27.5 / 25 - 1
+    # Pair by pair (neighbours in time): 1 - 81/100, 1 - 60/80, 1 - 99/90.
+    assert result["ab_pair_throughput_costs"] == [0.19, 0.25, -0.1]
+    assert result["ab_pair_throughput_cost"] == 0.19
+    assert "per pair: +19.0%, +25.0%, -10.0%; their median +19.0%" in render_ab(result)
 
 
 def test_an_audience_load_is_one_broadcast_to_that_many_users() -> None:

@@ -81,15 +81,10 @@ class Shard:
         self._retry_budget, self._budget_at = retry_rate_per_s, time.monotonic()
         rules = escalations or Escalations()
         self.escalating = rules.enabled
-        # What the escalation agent learns from this shard, sent in the transaction of the
-        # poll that produced it (shared with the service's other shards: `signals`).
-        # Earlier versions kept unsent deltas in the state: those go with the first poll,
-        # whose change forgets them.
+        # What the escalation agent learns, sent with the poll that made it (one Outgoing for
+        # a service's shards); deltas an earlier version stored go with the first poll.
         self.signals = Outgoing() if signals is None else signals
-        stored_signals = store.meta(SIGNALS)
-        if stored_signals is not None:
-            self.signals.restore(shard_id, stored_signals)
-        self._forget_stored_signals = stored_signals is not None
+        self._forget_stored_signals = self.signals.restore(shard_id, store.meta(SIGNALS))
         self.backlog = Backlog(store, rules.pending_backlog.older_than_s)
         # Only these tenants are counted, and only these broadcasts watched for reads. A
         # quota meters the deliveries and acks a tenant's windows count (deduplicated, on

@@ -80,15 +80,18 @@ class Outgoing:
         """A critical broadcast's timing; a deadline of None: it is no longer critical."""
         self.broadcasts[(tenant, broadcast)] = [shard, sent_ms, deadline_s]
 
-    def restore(self, shard: int, state: list[list[list[Any]]]) -> None:
+    def restore(self, shard: int, state: list[list[list[Any]]] | None) -> bool:
         """Add what an earlier version kept unsent in a shard's state: [[*key, *counts] per
-        delta], [[tenant, broadcast, *timing] per broadcast]]."""
+        delta], [[tenant, broadcast, *timing] per broadcast]]; whether it kept any state."""
+        if state is None:
+            return False
         deltas, broadcasts = state
         for row in deltas:
             width = len(FIELDS[row[0]])
             self.add(tuple(row[: -width - 1]), row[-width - 1], *row[-width:])
         for tenant, broadcast, *timing in broadcasts:
             self.broadcast(shard, tenant, broadcast, *timing)
+        return True
 
     def take(self) -> tuple[Deltas, dict[tuple[str, str], list[Any]]]:
         taken = self.deltas, self.broadcasts

@@ -87,11 +87,15 @@ class Outgoing:
             return False
         deltas, broadcasts = state
         for row in deltas:
-            width = len(FIELDS[row[0]])
-            self.add(tuple(row[: -width - 1]), row[-width - 1], *row[-width:])
+            self.add_row(row)
         for tenant, broadcast, *timing in broadcasts:
             self.broadcast(shard, tenant, broadcast, *timing)
         return True
+
+    def add_row(self, row: list[Any]) -> None:
+        """`add` for a row of one subject and second: [rule, *subject, second, *counts]."""
+        width = len(FIELDS[row[0]])
+        self.add(tuple(row[: -width - 1]), row[-width - 1], *row[-width:])
 
     def take(self) -> tuple[Deltas, dict[tuple[str, str], list[Any]]]:
         taken = self.deltas, self.broadcasts
@@ -104,8 +108,7 @@ def grouped(rows: list[list[Any]]) -> list[list[Any]]:
     carried them before session 12) as rows of one subject each."""
     out = Outgoing()
     for row in rows:
-        width = len(FIELDS[row[0]])
-        out.add(tuple(row[: -width - 1]), row[-width - 1], *row[-width:])
+        out.add_row(row)
     return [subject_row(subject, seconds) for subject, seconds in out.deltas.items()]
 
 

@@ -42,7 +42,8 @@ class Backlog:
         self._unsaved: set[Recipient] = set()  # added in this batch
 
     def observe(self, ev: Event, key: Recipient, out: Outgoing) -> None:
-        """A counted delivery event of recipient-channel `key`."""
+        """A counted delivery event of recipient-channel `key`. Only a pending one, or one
+        of a key in `entries`, changes anything: the shard skips the call for the others."""
         kind = ev.type
         if kind == "pending":
             if key not in self.entries:

@@ -15,7 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -301,3 +302,34 @@ def scrape(process: HeraldProcess, sample: str, label: str) -> dict[str, float]:
             if found.name == sample:
                 summed[found.labels[label]] += found.value
     return dict(summed)
+
+
+def read_records(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    """Everything on `topic`, as a read_committed consumer sees it."""
+
+    async def read() -> list[ConsumerRecord]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
+                                    enable_auto_commit=False)  # fmt: skip
+        await consumer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            parts = parts or [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            out: list[ConsumerRecord] = []
+            deadline = asyncio.get_running_loop().time() + 30
+            while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+                assert asyncio.get_running_loop().time() < deadline, f"{topic} not read"
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out.extend(records)
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """The JSON documents on `topic`, as a read_committed consumer sees them."""
+    return [orjson.loads(r.value) for r in read_records(bootstrap, topic)]

@@ -24,10 +24,9 @@ from herald.load.produce import SimEvent
 from herald.load.totals import expected_followups
 from herald.model import topics
 from herald.processes.child import HeraldProcess
-from tests.e2e import produce
+from tests.e2e import produce, read_topic
 from tests.escalation_data import CONFIG, partition, scripted
 from tests.harness import Herald, wait_for
-from tests.test_followups import read_topic
 
 pytestmark = pytest.mark.slow
 ROWS = """

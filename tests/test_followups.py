@@ -5,7 +5,6 @@ topics (each once), and cancellations hold in event time."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import zlib
 from pathlib import Path
@@ -13,14 +12,13 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from herald.kafka import local_broker
 from herald.load.simulate import Scenario, SimEvent, generate
 from herald.load.totals import Followups, expected_followups, expected_totals
 from herald.model import topics
 from herald.processes.child import HeraldProcess
-from tests.e2e import assert_exact, produce, raw_count
+from tests.e2e import assert_exact, produce, raw_count, read_topic
 from tests.harness import Herald, wait_for
 
 pytestmark = pytest.mark.slow
@@ -28,32 +26,6 @@ ROWS = """
 SELECT kind, retry_id, tenant_id, broadcast_id, user_id, channel, attempt, outcome, history,
        toUnixTimestamp64Milli(due_at) AS due_ms, toUnixTimestamp64Milli(occurred_at) AS failed_ms
 FROM delivery_retries FINAL"""
-
-
-def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Everything on `topic`, as a read_committed consumer sees it."""
-
-    async def read() -> list[dict[str, Any]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                    enable_auto_commit=False)  # fmt: skip
-        await consumer.start()
-        try:
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            parts = parts or [TopicPartition(topic, p) for p in range(4)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            end = await consumer.end_offsets(parts)
-            out: list[dict[str, Any]] = []
-            deadline = asyncio.get_running_loop().time() + 30
-            while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
-                assert asyncio.get_running_loop().time() < deadline, f"{topic} not read"
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    out.extend(orjson.loads(r.value) for r in records)
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
 
 
 def settled(herald: Herald, want: Followups) -> list[dict[str, Any]] | None:

@@ -12,15 +12,21 @@ the restarts must still be exact.
 
 from __future__ import annotations
 
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from herald.kafka import local_broker
 from herald.load.simulate import Scenario, generate
-from herald.load.totals import expected_totals
+from herald.load.totals import epoch_ms, expected_totals, instant
+from herald.model import topics
+from herald.model.packing import unpack
 from herald.processes.child import HeraldProcess
-from tests.e2e import Paced, assert_exact, kill_at, produce
+from herald.streams.ingest import shard_of, source_id
+from tests.e2e import PARTITIONS, Paced, assert_exact, kill_at, produce, read_records
+from tests.escalation_data import Script
 from tests.harness import Herald, wait_for
 
 pytestmark = pytest.mark.slow
@@ -86,3 +92,31 @@ def test_sigkill_of_a_separate_sink_and_of_a_worker(broker: str, tmp_path: Path)
     finally:
         worker.stop()
         sink.stop()
+
+
+def test_an_ingest_killed_after_a_commit_had_told_every_shard_its_watermarks(
+    broker: str, tmp_path: Path
+) -> None:
+    """All of deliveries/0's events belong to one broadcast, so the other shards learn how far
+    that partition got from heartbeats alone. The ingest is killed right after it committed
+    them: its successor re-reads nothing and starts knowing no watermark, so if no heartbeat
+    had carried it before the commit, those shards' event time would stay behind until the
+    partition's next event (forever, without one): no window closing, no retry due, no
+    escalation."""
+    script = Script((int(time.time()) // 60 - 60) * 60_000)
+    for second in range(30):
+        script.attempt(second, "t1", "DE", "push", failed=False)
+    produce(broker, script.events, lambda _: 0)
+    last = max(epoch_ms(instant(m.event["occurred_at"])) for m in script.events if m.event)
+    worker = Herald(tmp_path / "w", broker, role="worker", idle_partition_s=3600,
+                    failpoint="ingest-committed:1").launch()  # fmt: skip
+    assert worker.proc is not None
+    assert worker.proc.wait(120) == -signal.SIGKILL, "the failpoint was never reached"
+    told: dict[int, int] = {}
+    for record in read_records(broker, topics.EVENTS):
+        beats = unpack(record.value)[0].get("hb", {})
+        if source_id(topics.DELIVERIES, 0) in beats:
+            wm = beats[source_id(topics.DELIVERIES, 0)][0]
+            told[record.partition] = max(told.get(record.partition, 0), wm)
+    others = set(range(PARTITIONS)) - {shard_of("t1", "b1", PARTITIONS)}
+    assert {p: told.get(p) for p in others} == {p: last for p in others}

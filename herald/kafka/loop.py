@@ -31,6 +31,11 @@ POLL_MS = 200
 RETRY_S = (0.5, 1, 2, 5, 10)
 
 
+def next_offsets(batches: dict[TopicPartition, list[ConsumerRecord]]) -> dict[TopicPartition, int]:
+    """Where each partition resumes after `batches`."""
+    return {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, service: LoopService) -> None:
         self.service = service
@@ -92,8 +97,8 @@ class LoopService(mode.Service):
             else:
                 self.consumer.seek(tp, committed)
 
-    async def commit(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the next offset to read per partition (`next_offsets`)."""
         if offsets:
             await self.consumer.commit(offsets)
 

@@ -21,7 +21,7 @@ import orjson
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from clickhouse_connect.driver.client import Client
 
-from herald.kafka.loop import RETRY_S, LoopService
+from herald.kafka.loop import RETRY_S, LoopService, next_offsets
 from herald.model import event, topics
 from herald.model.packing import event_rows
 from herald.sinks import clickhouse
@@ -123,7 +123,7 @@ class SinkService(LoopService):
         for tp, records in batches.items():
             batch.add(tp.topic, records)
         inserted = await self._insert_until_done(batch)
-        await self.commit(batches)
+        await self.commit(next_offsets(batches))
         self.stats.add(rows_written=sum(n or 0 for n, _ in inserted.values()))
         for table, (written, seconds) in inserted.items():
             if written is not None:

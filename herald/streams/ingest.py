@@ -8,7 +8,10 @@ reported by heartbeats, so watermarks travel through the repartition (SPEC §4).
 
 Delivery into `herald.events` is at-least-once (input offsets are committed after the broker
 acknowledged the packed messages); shards deduplicate by (tenant, event_id), which makes a
-replay harmless.
+replay harmless. An input offset is committed only once a heartbeat has also told every shard
+the watermark of the records before it: a restarted ingest knows no watermark, and re-reads
+only what follows its commit, so a shard that never got one of those records would otherwise
+wait for that partition's next event to learn how far it went (forever, if none comes).
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from herald.config import Settings
-from herald.kafka.loop import LoopService
+from herald.kafka.loop import LoopService, next_offsets
 from herald.model import topics
 from herald.model.event import Event, rfc3339
 from herald.model.packing import pack
 from herald.streams.decode import decode
 from herald.streams.validate import InvalidEvent, reason
-from herald.telemetry import metrics
+from herald.telemetry import failpoints, metrics
 
 log = logging.getLogger(__name__)
 CHUNK = 2000  # events per packed message: ~300 kB, under Kafka's default 1 MB
@@ -158,6 +161,7 @@ class IngestService(LoopService):
         self.router = Router(settings.shards, settings.max_future_s)
         self._last_heartbeat = 0.0
         self._in_flight: asyncio.Future[None] | None = None
+        self._unannounced: dict[TopicPartition, int] = {}  # routed since the last heartbeat
 
     async def on_start(self) -> None:
         for topic in self.topics():  # counters start at 0, so rate() sees the first batch
@@ -180,6 +184,7 @@ class IngestService(LoopService):
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is not None and not in_flight.cancel():
             in_flight.exception()  # it already ended; a failure was reported by `process`
+        self._unannounced = {}
         await super().rewind()
 
     async def on_stop(self) -> None:
@@ -194,42 +199,52 @@ class IngestService(LoopService):
 
     async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         started = time.perf_counter()
-        sends = await self._send(batches)
+        sends, announced = await self._send(batches)
         previous = self._in_flight
         self._in_flight = asyncio.ensure_future(
-            self._commit_when_acked(previous, sends, batches, started)
+            self._commit_when_acked(previous, sends, announced, started)
         )
         if previous is not None:
             await previous  # at most one batch in flight; its failure surfaces here
 
     async def _drain(self) -> None:
+        """Finish the batch in flight, then announce and commit everything routed."""
         in_flight, self._in_flight = self._in_flight, None
+        routed, self._unannounced = self._unannounced, {}  # if this fails, the input is re-read
         if in_flight is not None:
             await in_flight
+        if routed:
+            await asyncio.gather(*await self._heartbeat())
+            await self.commit(routed)
 
     async def _commit_when_acked(
         self,
         previous: asyncio.Future[None] | None,
         sends: list[asyncio.Future[Any]],
-        batches: dict[TopicPartition, list[ConsumerRecord]],
+        announced: dict[TopicPartition, int],
         started: float,
     ) -> None:
         if previous is not None:
-            await previous  # commits go in order
+            await previous  # commits go in order, and the announced records were in earlier sends
         await asyncio.gather(*sends)
         if sends:
             self.meter.observe(metrics.PRODUCE_SECONDS, time.perf_counter() - started, self.group)
-        await self.commit(batches)
+        await self.commit(announced)
+        if announced:
+            failpoints.hit("ingest-committed")
 
     async def _send(
         self, batches: dict[TopicPartition, list[ConsumerRecord]]
-    ) -> list[asyncio.Future[Any]]:
-        """Route and hand everything to the producer; returns the acknowledgement futures."""
-        sends = []
+    ) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
+        """Route and hand everything to the producer; returns the acknowledgement futures, and
+        the offsets they make safe to commit: those routed before this call's heartbeat."""
+        sends, announced = [], {}
         # Heartbeats go first: a shard must know every partition before data from any of them
         # can move its watermark, or a slow partition's events would be judged late.
         if time.monotonic() - self._last_heartbeat >= HEARTBEAT_S:
             sends.extend(await self._heartbeat())
+            announced, self._unannounced = self._unannounced, {}
+        self._unannounced.update(next_offsets(batches))
         for tp, records in batches.items():
             packed, invalid = self.router.route(tp.topic, tp.partition, records)
             for shard, value in packed:
@@ -244,7 +259,7 @@ class IngestService(LoopService):
                             invalid[0]["error"][:200])  # fmt: skip
             self.stats.add(events_in=len(records), invalid=len(invalid))
             self.meter.count(metrics.EVENTS_IN, len(records), tp.topic)
-        return sends
+        return sends, announced
 
     async def _heartbeat(self) -> list[asyncio.Future]:
         self._last_heartbeat = now = time.monotonic()

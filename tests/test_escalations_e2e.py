@@ -6,6 +6,8 @@ and `herald escalations` show what is still open, and a config override moves an
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import signal
 import subprocess
 import sys
@@ -14,7 +16,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from herald.config import Escalations
 from herald.errors import HeraldError
@@ -24,7 +28,8 @@ from herald.load.produce import SimEvent
 from herald.load.totals import expected_followups
 from herald.model import topics
 from herald.processes.child import HeraldProcess
-from tests.e2e import produce, read_topic
+from herald.tables import signals
+from tests.e2e import PARTITIONS, produce, read_topic
 from tests.escalation_data import CONFIG, partition, scripted
 from tests.harness import Herald, wait_for
 
@@ -203,3 +208,46 @@ def test_kills_at_both_hand_offs_and_a_second_deployment_change_nothing(
         local_broker.stop(tmp_path / "broker2")
     assert replayed == killed  # ids, levels, event times
     assert any(r["kind"] == "retry" for r in killed_retries)
+
+
+def test_the_agent_never_applies_deltas_of_an_aborted_shard_transaction(
+    broker: str, tmp_path: Path
+) -> None:
+    """A shard killed inside its transaction, or one whose transaction failed and rewound,
+    leaves signals on `herald.signals` that never committed; the next attempt sends their
+    deltas again. Two messages to one partition, each enough to open a dead-letter spike at
+    once: the first in an aborted transaction, the second committed. Only the second opens."""
+    def partition(tenant: str) -> int:
+        return signals.partition_of(("dead_letter_spike", tenant, "sms"), PARTITIONS)
+
+    ghost = "t0"
+    real = next(f"t{i}" for i in itertools.count(1) if partition(f"t{i}") == partition(ghost))
+    herald = Herald(tmp_path / "h", broker, idle_partition_s=1).start()  # event time = clock
+    try:
+        second = (int(time.time()) - 2) * 1000
+        messages = [orjson.dumps({
+            "partition": partition(tenant),
+            "offsets": {"0": 0}, "clocks": {}, "b": [],
+            "s": [["dead_letter_spike", tenant, "sms", [second], [[1000]]]],
+        }) for tenant in (ghost, real)]  # fmt: skip
+        asyncio.run(send_transactions(broker, topics.SIGNALS, messages, commit=[False, True]))
+        opened = wait_for(lambda: herald.query("SELECT tenant_id FROM open_escalations"), 60,
+                          "the committed spike to open")  # fmt: skip
+        assert opened == [{"tenant_id": real}]
+    finally:
+        herald.stop()
+
+
+async def send_transactions(bootstrap: str, topic: str, values: list[bytes],
+                            commit: list[bool]) -> None:  # fmt: skip
+    """Each value in a transaction of its own, committed or aborted, in order, to the partition
+    the value names."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id="test-aborts")
+    await producer.start()
+    try:
+        for value, committed in zip(values, commit, strict=True):
+            await producer.begin_transaction()
+            await producer.send_and_wait(topic, value, partition=orjson.loads(value)["partition"])
+            await (producer.commit_transaction() if committed else producer.abort_transaction())
+    finally:
+        await producer.stop()

@@ -21,7 +21,7 @@ from faust.types.auth import CredentialsT
 from prometheus_client import generate_latest
 
 from herald.config import Settings
-from herald.kafka import admin, clients
+from herald.kafka import admin, clients, faust_transport
 from herald.kafka.loop import LoopService
 from herald.model import topics
 from herald.processes import webtoken
@@ -163,7 +163,7 @@ def escalating(settings: Settings, role: str) -> bool:
 def create_app(settings: Settings, role: str) -> faust.App:
     """A Faust app running Herald's `role` (worker, sink or run)."""
     (settings.data_path / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = faust_transport.App(  # its agent reads committed signals only
         app_id(settings, role),
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
